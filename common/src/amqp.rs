@@ -1,0 +1,334 @@
+//! RabbitMQ handling every service shares: a supervised connection that
+//! survives broker restarts and any start order, idempotent topology, and
+//! publishing with publisher confirms.
+//!
+//! The supervisor rebuilds the whole AMQP session (connection, channels,
+//! topology, consumers) after any failure instead of patching half-dead
+//! channels: one code path covers "broker not up yet", "broker restarted"
+//! and "network blip", and it is the same path as a normal start.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::redact_url;
+
+/// AMQP header carrying the `/dispatch` URL of the public-web instance that
+/// is waiting for the response.
+pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
+
+/// Dead-letter queues keep at most this many messages (oldest dropped), so a
+/// stream of poison messages cannot fill the broker.
+pub const DEAD_LETTER_MAX_LENGTH: i64 = 10_000;
+
+/// The dead-letter queue of `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead")
+}
+
+/// Declares the durable work queue `queue` and its dead-letter queue.
+///
+/// Rejected (poison) and expired messages go to `<queue>.dead` through the
+/// default exchange. Every service that touches a queue declares it through
+/// this one function, so the arguments always agree: RabbitMQ refuses a
+/// redeclaration whose arguments differ.
+pub async fn declare_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
+    let dead = dead_letter_queue(queue);
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(DEAD_LETTER_MAX_LENGTH),
+    );
+    channel
+        .queue_declare(dead.as_str().into(), durable(), dead_args)
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), long_string(""));
+    args.insert("x-dead-letter-routing-key".into(), long_string(&dead));
+    channel.queue_declare(queue.into(), durable(), args).await?;
+    Ok(())
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// Sets a string header.
+pub fn set_header(headers: &mut FieldTable, name: &str, value: &str) {
+    headers.insert(ShortString::from(name), long_string(value));
+}
+
+/// A string header of a message, if present and textual.
+pub fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
+        AMQPValue::ShortString(value) => Some(value.as_str()),
+        _ => None,
+    }
+}
+
+/// Properties of a JSON event message.
+pub fn event_properties(id: &str, kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(id.into())
+        .with_type(kind.into())
+}
+
+/// Why a publish did not reach a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound to routing key {0:?}")]
+    Unroutable(String),
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Publishes `payload` and waits for the broker's confirm.
+///
+/// The message is `mandatory`, so one that no queue takes comes back as
+/// [`PublishError::Unroutable`] instead of vanishing. Each caller awaits only
+/// its own confirm: concurrent publishes on one channel are pipelined.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let publish = async {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                payload,
+                properties,
+            )
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable(routing_key.to_owned()));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, publish)
+        .await
+        .map_err(|_| PublishError::Timeout(timeout))?
+}
+
+/// Opens a channel in publisher-confirm mode.
+pub async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Whether the AMQP session is fully up (connected, topology declared,
+/// consumers registered). `/readyz` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Connects to `url` and runs `session` on the connection, again and again:
+/// after a failed connect or a session that ended in error it waits with
+/// jittered exponential backoff (100 ms up to 5 s) and starts over.
+///
+/// `session` owns the connection; it returns `Ok(())` only when it has shut
+/// down cleanly because `shutdown` fired, and an error when the connection or
+/// a channel failed. `readiness` is cleared whenever a session ends; the
+/// session sets it once its consumers are up.
+pub async fn supervise<F, Fut>(
+    url: &str,
+    connection_name: &str,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut(Connection) -> Fut,
+    Fut: Future<Output = lapin::Result<()>>,
+{
+    let redacted = redact_url(url);
+    let mut failures: u32 = 0;
+    let mut backoff = reconnect_backoff();
+    while !shutdown.is_cancelled() {
+        let outcome = tokio::select! {
+            connected = connect(url, connection_name) => match connected {
+                Ok(connection) => {
+                    tracing::info!(broker = %redacted, "connected to RabbitMQ");
+                    failures = 0;
+                    backoff = reconnect_backoff();
+                    session(connection).await
+                }
+                Err(error) => Err(error),
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        readiness.set(false);
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                failures += 1;
+                // The first failure of a streak is worth a warning; the rest
+                // of the streak would only repeat it.
+                if failures == 1 {
+                    tracing::warn!(broker = %redacted, %error, "RabbitMQ unavailable; retrying with backoff");
+                } else {
+                    tracing::debug!(broker = %redacted, %error, failures, "RabbitMQ still unavailable");
+                }
+            }
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connection> {
+    let properties =
+        ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
+    Connection::connect(url, properties).await
+}
+
+/// Resolves with the connection's first error, so a session can stop
+/// when the connection dies even while it is idle.
+pub async fn connection_failed(connection: &Connection) -> lapin::Error {
+    let mut events = connection.events_listener();
+    while let Some(event) = events.next().await {
+        if let lapin::Event::Error(error) = event {
+            return error;
+        }
+    }
+    lapin::Error::from(std::io::Error::other("the connection's event stream ended"))
+}
+
+/// Consumes `queue` on `channel`, running `handle` on each delivery in its
+/// own task, until the connection fails (an error is returned) or `shutdown`
+/// fires. On shutdown it cancels the consumer so no more deliveries come,
+/// waits for the tasks in flight to settle theirs, and returns `Ok(())`.
+///
+/// How many tasks run at once is bounded by the channel's prefetch (set
+/// with `basic_qos` before calling), since each holds an unacked delivery.
+pub async fn consume<F, Fut>(
+    connection: &Connection,
+    channel: &Channel,
+    queue: &str,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    mut handle: F,
+) -> lapin::Result<()>
+where
+    F: FnMut(Delivery) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    readiness.set(true);
+    tracing::info!(queue, "consuming");
+
+    let in_flight = TaskTracker::new();
+    let connection_failed = connection_failed(connection);
+    tokio::pin!(connection_failed);
+    loop {
+        tokio::select! {
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    in_flight.spawn(handle(delivery));
+                }
+                Some(Err(error)) => return Err(error),
+                None => return Err(lapin::Error::from(std::io::Error::other(
+                    "the broker cancelled the consumer",
+                ))),
+            },
+            error = &mut connection_failed => return Err(error),
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    readiness.set(false);
+    if let Err(error) = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await
+    {
+        tracing::debug!(%error, "cancelling the consumer");
+    }
+    in_flight.close();
+    in_flight.wait().await;
+    Ok(())
+}
+
+/// Rejects without requeue: the queue's dead-letter exchange takes it.
+pub async fn dead_letter(delivery: &Delivery) {
+    if let Err(error) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+        tracing::warn!(%error, "could not reject the delivery");
+    }
+}
+
+/// Closes the connection with reply code 200 (normal shutdown).
+pub async fn close(connection: &Connection) {
+    if let Err(error) = connection.close(200, "shutting down".into()).await {
+        tracing::debug!(%error, "closing the AMQP connection");
+    }
+}

@@ -1,0 +1,265 @@
+//! The event envelope every hop carries: `{"id", "type", "data"}`.
+//!
+//! The wire format is the original Node project's: `id` is a string, `type`
+//! names the event and selects its route, `data` is an object whose shape the
+//! event type defines. Clients may leave `id` out; public-web assigns one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An event with an id, ready to be routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// An event as a client may send it: the id is optional.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// Why an envelope that parsed as JSON is still not a valid event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("event type must not be empty")]
+    EmptyType,
+    #[error("event id must not be empty")]
+    EmptyId,
+    #[error("event {field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+}
+
+/// Longest id or type accepted. Both travel in AMQP short strings (255 bytes).
+pub const MAX_NAME_LEN: usize = 255;
+
+impl EventInput {
+    /// Checks the envelope and gives it an id (a fresh UUID when it had none).
+    pub fn into_event(self) -> Result<Event, EnvelopeError> {
+        let id = match self.id {
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let event = Event {
+            id,
+            kind: self.kind,
+            data: self.data,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+impl Event {
+    /// A new event with a fresh id.
+    pub fn new(kind: impl Into<String>, data: Map<String, Value>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    /// The checks serde cannot express: non-empty names that fit AMQP fields.
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        if self.kind.trim().is_empty() {
+            return Err(EnvelopeError::EmptyType);
+        }
+        if self.id.trim().is_empty() {
+            return Err(EnvelopeError::EmptyId);
+        }
+        for (field, value) in [("type", &self.kind), ("id", &self.id)] {
+            if value.len() > MAX_NAME_LEN {
+                return Err(EnvelopeError::TooLong {
+                    field,
+                    max: MAX_NAME_LEN,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The response to this event: same id, the given type, and this event's
+    /// data with `extra` merged over it.
+    pub fn reply(&self, kind: impl Into<String>, extra: Map<String, Value>) -> Event {
+        let mut data = self.data.clone();
+        data.extend(extra);
+        Event {
+            id: self.id.clone(),
+            kind: kind.into(),
+            data,
+        }
+    }
+
+    /// Parses and validates an event from raw bytes (an AMQP body).
+    pub fn from_slice(bytes: &[u8]) -> Result<Event, ParseError> {
+        let event: Event = serde_json::from_slice(bytes)?;
+        event.validate()?;
+        Ok(event)
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an Event always serialises")
+    }
+}
+
+/// The type of the response event a listener sends when its handler fails.
+pub const ERROR_EVENT_TYPE: &str = "Error";
+
+/// Why a handler could not answer, carried back to the client in an
+/// [`ERROR_EVENT_TYPE`] event as `{"code", "message"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct HandlerError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The classes of handler failure; public-web maps each to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request's data is not acceptable to the handler (HTTP 422).
+    InvalidInput,
+    /// The handler failed while working on a valid request (HTTP 500).
+    HandlerFailed,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::HandlerFailed => "handler_failed",
+        })
+    }
+}
+
+impl HandlerError {
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InvalidInput,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::HandlerFailed,
+            message: message.into(),
+        }
+    }
+
+    /// The `Error` response event answering request `id`.
+    pub fn into_event(self, id: String) -> Event {
+        let data = match serde_json::to_value(self) {
+            Ok(Value::Object(data)) => data,
+            _ => Map::new(),
+        };
+        Event {
+            id,
+            kind: ERROR_EVENT_TYPE.to_owned(),
+            data,
+        }
+    }
+
+    /// Reads the error back out of an `Error` event's data.
+    pub fn from_event(event: &Event) -> Option<HandlerError> {
+        if event.kind != ERROR_EVENT_TYPE {
+            return None;
+        }
+        serde_json::from_value(Value::Object(event.data.clone())).ok()
+    }
+}
+
+/// Bytes that are not an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not an event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// Milliseconds since the Unix epoch, the unit of `sentAt` and `receivedAt`.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_id_gets_a_uuid() {
+        let input: EventInput = serde_json::from_value(json!({"type": "PingRequest"})).unwrap();
+        let event = input.into_event().unwrap();
+        assert_eq!(
+            uuid::Uuid::parse_str(&event.id).unwrap().get_version_num(),
+            4
+        );
+        assert!(event.data.is_empty());
+    }
+
+    #[test]
+    fn empty_type_is_refused() {
+        let input: EventInput = serde_json::from_value(json!({"type": " ", "data": {}})).unwrap();
+        assert_eq!(input.into_event().unwrap_err(), EnvelopeError::EmptyType);
+    }
+
+    #[test]
+    fn data_must_be_an_object() {
+        assert!(serde_json::from_value::<EventInput>(json!({"type": "T", "data": [1]})).is_err());
+    }
+
+    #[test]
+    fn overlong_id_is_refused() {
+        let event = Event {
+            id: "x".repeat(256),
+            kind: "T".into(),
+            data: Map::new(),
+        };
+        assert!(matches!(
+            event.validate(),
+            Err(EnvelopeError::TooLong { field: "id", .. })
+        ));
+    }
+
+    #[test]
+    fn handler_error_round_trips_through_an_error_event() {
+        let error = HandlerError::invalid_input("n must be at least 1");
+        let event = error.clone().into_event("7".into());
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"id": "7", "type": "Error", "data": {"code": "invalid_input", "message": "n must be at least 1"}})
+        );
+        assert_eq!(HandlerError::from_event(&event), Some(error));
+    }
+
+    #[test]
+    fn reply_keeps_id_and_data() {
+        let request = Event {
+            id: "1".into(),
+            kind: "PingRequest".into(),
+            data: json!({"sentAt": 5}).as_object().unwrap().clone(),
+        };
+        let extra = json!({"receivedAt": 7}).as_object().unwrap().clone();
+        let response = request.reply("PingResponse", extra);
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            json!({"id": "1", "type": "PingResponse", "data": {"sentAt": 5, "receivedAt": 7}})
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! HTTP pieces every service shares: the JSON error shape, the event
+//! extractor, health probes, the middleware stack and graceful serving.
+//!
+//! Every error any service answers has the body
+//! `{"error": {"code": "...", "message": "..."}}`, so clients and tests can
+//! rely on one shape whatever went wrong.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::event::{EnvelopeError, Event, EventInput};
+
+/// The header that carries the public-web instance's `/dispatch` URL from
+/// public-web to the dispatcher.
+pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
+
+/// An error answered to an HTTP client: a status and a JSON body.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Cow<'static, str>,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (503 on overload).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let code = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => "malformed_json",
+            JsonRejection::JsonDataError(_) => "invalid_event",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) => "body_unreadable",
+            _ => "bad_request",
+        };
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            code
+        };
+        ApiError::new(rejection.status(), code, rejection.body_text())
+    }
+}
+
+impl From<EnvelopeError> for ApiError {
+    fn from(error: EnvelopeError) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            error.to_string(),
+        )
+    }
+}
+
+/// The JSON error body, as parsed back by a service that relays another's.
+#[derive(Debug, serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    /// Reads an error answered by another of our services, to pass it on.
+    pub fn from_body(status: StatusCode, body: &[u8]) -> Option<ApiError> {
+        let ErrorBody { error } = serde_json::from_slice(body).ok()?;
+        Some(ApiError::new(status, error.code, error.message))
+    }
+}
+
+/// A JSON body whose every rejection (syntax, shape, content type, size)
+/// becomes an [`ApiError`] with the shared body.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Extracts a valid [`Event`], assigning an id when the client sent none.
+pub struct JsonEvent(pub Event);
+
+impl<S: Send + Sync> FromRequest<S> for JsonEvent {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(input) = ApiJson::<EventInput>::from_request(request, state).await?;
+        Ok(JsonEvent(input.into_event()?))
+    }
+}
+
+/// Extracts a valid [`Event`] that must already carry its id (a response).
+pub struct JsonResponseEvent(pub Event);
+
+impl<S: Send + Sync> FromRequest<S> for JsonResponseEvent {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(event) = ApiJson::<Event>::from_request(request, state).await?;
+        event.validate()?;
+        Ok(JsonResponseEvent(event))
+    }
+}
+
+/// Answers unknown paths with the JSON error shape instead of an empty 404.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// A check run by `GET /readyz`: `Err` names what is not ready.
+pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Wraps an async closure as a [`ReadinessCheck`].
+pub fn readiness<F, Fut>(check: F) -> ReadinessCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check()))
+}
+
+/// `GET /healthz` (the process answers) and `GET /readyz` (its dependencies
+/// are up, per `check`).
+pub fn probe_routes<S: Clone + Send + Sync + 'static>(check: ReadinessCheck) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let check = check.clone();
+                async move {
+                    match check().await {
+                        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+                        Err(reason) => {
+                            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+                                .into_response()
+                        }
+                    }
+                }
+            }),
+        )
+}
+
+/// Limits every service applies to inbound HTTP: a body size cap (413
+/// beyond it), a whole-request timeout, request tracing, and JSON 404s.
+pub fn with_standard_layers(router: Router, max_body_bytes: usize, timeout: Duration) -> Router {
+    router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then stops accepting
+/// and lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

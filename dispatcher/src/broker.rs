@@ -1,0 +1,180 @@
+//! The dispatcher's side of RabbitMQ: the publishing channel that requests
+//! go out on, and the consumer that takes listeners' responses and calls
+//! them back to the public-web instance that asked.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use common::Event;
+use common::amqp::{self, CALLBACK_URL_HEADER, Readiness};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicQosOptions};
+use lapin::{Channel, Connection};
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::Config;
+
+/// The channel requests are published on, while a session is up.
+#[derive(Clone, Default)]
+pub struct PublisherSlot(Arc<RwLock<Option<Channel>>>);
+
+impl PublisherSlot {
+    pub fn get(&self) -> Option<Channel> {
+        self.0.read().expect("publisher slot lock").clone()
+    }
+
+    fn set(&self, channel: Option<Channel>) {
+        *self.0.write().expect("publisher slot lock") = channel;
+    }
+}
+
+/// Runs AMQP sessions until shutdown: declare every routed queue and the
+/// response queue, open the publishing channel, and consume responses.
+pub async fn run(
+    config: Arc<Config>,
+    publisher: PublisherSlot,
+    readiness: Readiness,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+) {
+    amqp::supervise(
+        &config.amqp_url,
+        crate::SERVICE_NAME,
+        &readiness,
+        &shutdown,
+        |connection| {
+            session(
+                connection, &config, &publisher, &readiness, &http, &shutdown,
+            )
+        },
+    )
+    .await;
+}
+
+async fn session(
+    connection: Connection,
+    config: &Config,
+    publisher: &PublisherSlot,
+    readiness: &Readiness,
+    http: &reqwest::Client,
+    shutdown: &CancellationToken,
+) -> lapin::Result<()> {
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    for queue in config.routes.queues() {
+        amqp::declare_queue(&consumer_channel, queue).await?;
+    }
+    amqp::declare_queue(&consumer_channel, &config.response_queue).await?;
+    publisher.set(Some(amqp::confirm_channel(&connection).await?));
+
+    let consumed = amqp::consume(
+        &connection,
+        &consumer_channel,
+        &config.response_queue,
+        readiness,
+        shutdown,
+        |delivery| {
+            let http = http.clone();
+            let retries = config.callback_retries;
+            async move { call_back(delivery, &http, retries).await }
+        },
+    )
+    .await;
+    publisher.set(None);
+    consumed?;
+    amqp::close(&connection).await;
+    Ok(())
+}
+
+/// Why one callback attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum CallbackError {
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("public-web answered {0}")]
+    Status(StatusCode),
+}
+
+impl CallbackError {
+    /// Worth another try: the request may not have arrived, or public-web
+    /// was briefly unable to take it.
+    fn is_transient(&self) -> bool {
+        match self {
+            CallbackError::Transport(_) => true,
+            CallbackError::Status(status) => status.is_server_error(),
+        }
+    }
+}
+
+/// POSTs one response to the `/dispatch` URL it carries, then settles it.
+///
+/// A 404 means public-web no longer waits for that id (timed out,
+/// restarted, or a duplicate delivery): acked and logged, never retried.
+/// Transport errors and 5xx are retried a bounded number of times; what
+/// still fails is dead-lettered.
+async fn call_back(mut delivery: Delivery, http: &reqwest::Client, retries: usize) {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    if let Err(error) = Event::from_slice(&delivery.data) {
+        tracing::warn!(message_id, %error, "poison response; dead-lettering it");
+        return amqp::dead_letter(&delivery).await;
+    }
+    let Some(callback_url) = amqp::header(&delivery.properties, CALLBACK_URL_HEADER)
+        .and_then(|url| reqwest::Url::parse(url).ok())
+    else {
+        tracing::warn!(
+            message_id,
+            "response without a valid callback URL; dead-lettering it"
+        );
+        return amqp::dead_letter(&delivery).await;
+    };
+    // Sent as received: the listener's JSON is not parsed into a new body.
+    let body = Bytes::from(std::mem::take(&mut delivery.data));
+
+    let attempt = || async {
+        let response = http
+            .post(callback_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        match response.status() {
+            status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(status),
+            status => Err(CallbackError::Status(status)),
+        }
+    };
+    let outcome = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(retries),
+        )
+        .when(CallbackError::is_transient)
+        .await;
+
+    match outcome {
+        Ok(StatusCode::NOT_FOUND) => {
+            tracing::warn!(
+                message_id,
+                "public-web is not waiting for this response (timed out, restarted or duplicate)"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(message_id, %error, "callback failed; dead-lettering the response");
+            return amqp::dead_letter(&delivery).await;
+        }
+    }
+    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(message_id, %error, "could not ack the response");
+    }
+}

@@ -1,0 +1,11 @@
+use dispatcher::configuration::Config;
+use dispatcher::startup::Application;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init(dispatcher::SERVICE_NAME);
+    let config = Config::from_env()?;
+    let app = Application::build(config).await?;
+    app.run(common::shutdown::on_signal()).await?;
+    Ok(())
+}

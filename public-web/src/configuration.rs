@@ -1,0 +1,40 @@
+//! public-web's configuration, read from the environment.
+
+use std::time::Duration;
+
+use common::config::{self, ConfigError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The public port (`PORT`, default 3000); 0 picks a free one.
+    pub port: u16,
+    /// Where events are forwarded (`DISPATCHER_URL`).
+    pub dispatcher_url: String,
+    /// This instance's `/dispatch` URL as the dispatcher should call it
+    /// (`CALLBACK_URL`); derived from the bound port when unset.
+    pub callback_url: Option<String>,
+    /// How long a parked request waits for its response
+    /// (`REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// The most requests parked at once (`MAX_PENDING`).
+    pub max_pending: usize,
+    /// The largest request body accepted (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// How long the forward to the dispatcher may take
+    /// (`DISPATCHER_TIMEOUT_MS`).
+    pub dispatcher_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: config::parse_or("PORT", 3000)?,
+            dispatcher_url: config::string_or("DISPATCHER_URL", "http://127.0.0.1:3001"),
+            callback_url: config::var("CALLBACK_URL"),
+            request_timeout: config::millis_or("REQUEST_TIMEOUT_MS", 10_000)?,
+            max_pending: config::parse_or("MAX_PENDING", 100_000)?,
+            max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
+            dispatcher_timeout: config::millis_or("DISPATCHER_TIMEOUT_MS", 5_000)?,
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! public-web's handlers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use common::Event;
+use common::event::HandlerError;
+use common::http::{ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
+use tokio::time::Instant;
+
+use crate::error::PublicWebError;
+use crate::startup::AppState;
+
+/// `POST /`: park the request, forward the event to the dispatcher, and
+/// answer with the response event when `/dispatch` delivers it.
+pub async fn submit(
+    State(state): State<AppState>,
+    JsonEvent(event): JsonEvent,
+) -> Result<Json<Event>, PublicWebError> {
+    let deadline = Instant::now() + state.config.request_timeout;
+    let mut parked = state.pending.park(&event.id)?;
+    forward(&state, &event).await?;
+    let response = tokio::time::timeout_at(deadline, parked.response())
+        .await
+        .map_err(|_| PublicWebError::Timeout(state.config.request_timeout.as_millis()))?
+        .ok_or(PublicWebError::Abandoned)?;
+    match HandlerError::from_event(&response) {
+        Some(error) => Err(PublicWebError::Listener(error)),
+        None => Ok(Json(response)),
+    }
+}
+
+/// Hands the event to the dispatcher, with this instance's callback URL.
+async fn forward(state: &AppState, event: &Event) -> Result<(), PublicWebError> {
+    let response = state
+        .http
+        .post(state.dispatcher_url.clone())
+        .header(CALLBACK_URL_HEADER, state.callback_url.clone())
+        .json(event)
+        .send()
+        .await
+        .map_err(PublicWebError::DispatcherUnreachable)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let refusal = ApiError::from_body(status, &body).unwrap_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "dispatcher_error",
+            format!("the dispatcher answered {status}"),
+        )
+    });
+    Err(PublicWebError::DispatcherRefused(refusal))
+}
+
+/// `POST /dispatch`: the dispatcher delivers a response event.
+pub async fn dispatch(
+    State(state): State<AppState>,
+    JsonResponseEvent(response): JsonResponseEvent,
+) -> Result<StatusCode, PublicWebError> {
+    let id = response.id.clone();
+    state.pending.complete(response).inspect_err(|_| {
+        tracing::warn!(event_id = %id, "response for a request that is not waiting");
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /ping`: answered here, without the dispatcher.
+pub async fn ping(JsonEvent(request): JsonEvent) -> Result<Json<Event>, PublicWebError> {
+    common::ping::answer(&request)
+        .map(Json)
+        .map_err(PublicWebError::Listener)
+}
