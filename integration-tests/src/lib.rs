@@ -1,1 +1,383 @@
+//! The harness the end-to-end tests share: start each service in-process on
+//! a free port against the real RabbitMQ, with queue names unique to the
+//! test, and delete those queues when the test ends (even when it fails).
+//!
+//! Also a small TCP proxy, so a test can make "the broker" appear and
+//! disappear on a port of its own without touching the shared broker.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Event;
+use common::listener::{Handler, Listener, ListenerConfig};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The broker the tests use (`AMQP_URL`, default the local RabbitMQ).
+pub fn amqp_url() -> String {
+    common::config::amqp_url()
+}
+
+/// Queue names unique to one test; the queues are deleted on drop.
+pub struct Topology {
+    pub request_queue: String,
+    pub response_queue: String,
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+        Self {
+            request_queue: format!("{prefix}-ping"),
+            response_queue: format!("{prefix}-responses"),
+        }
+    }
+
+    fn queues(&self) -> Vec<String> {
+        let mut queues = Vec::new();
+        for queue in [&self.request_queue, &self.response_queue] {
+            queues.push(common::amqp::dead_letter_queue(queue));
+            queues.push(queue.clone());
+        }
+        queues
+    }
+
+    /// Messages waiting in `queue` (0 when it does not exist).
+    pub async fn depth(queue: &str) -> u32 {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        let depth = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        common::amqp::close(&connection).await;
+        depth
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let queues = self.queues();
+        // Drop cannot await, and the test's runtime may be shutting down:
+        // delete on a runtime of our own, on a thread of our own.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                let connection = connect().await;
+                let channel = connection.create_channel().await.expect("channel");
+                for queue in queues {
+                    let _ = channel
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                common::amqp::close(&connection).await;
+            });
+        })
+        .join();
+        if deleted.is_err() {
+            eprintln!("could not delete the test's queues");
+        }
+    }
+}
+
+/// A fresh connection to the test broker.
+pub async fn connect() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("the test broker answers on AMQP_URL")
+}
+
+/// A service running in the test's runtime.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Signals shutdown and waits for the service to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("the service stops within 15 s")
+            .expect("the service task does not panic")
+            .expect("the service stops cleanly");
+    }
+}
+
+/// The dispatcher's configuration for `topology`, on a free port.
+pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::configuration::Config {
+    dispatcher::configuration::Config {
+        port: 0,
+        amqp_url: amqp_url.to_owned(),
+        routes: format!("PingRequest={}", topology.request_queue)
+            .parse()
+            .expect("routes"),
+        response_queue: topology.response_queue.clone(),
+        prefetch: 64,
+        publish_timeout: Duration::from_secs(5),
+        message_ttl: Duration::from_secs(10),
+        callback_timeout: Duration::from_secs(5),
+        callback_retries: 3,
+        max_body_bytes: 64 * 1024,
+    }
+}
+
+pub async fn spawn_dispatcher(config: dispatcher::configuration::Config) -> Running {
+    let app = dispatcher::startup::Application::build(config)
+        .await
+        .expect("dispatcher binds");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// A ping listener's configuration for `topology`, on a free port.
+pub fn listener_config(topology: &Topology, amqp_url: &str) -> ListenerConfig {
+    ListenerConfig {
+        service_name: "ping-listener-test".to_owned(),
+        port: 0,
+        amqp_url: amqp_url.to_owned(),
+        queue: topology.request_queue.clone(),
+        prefetch: 16,
+        publish_timeout: Duration::from_secs(5),
+    }
+}
+
+pub async fn spawn_listener<H: Handler>(config: ListenerConfig, handler: H) -> Running {
+    let listener = Listener::bind(config, handler)
+        .await
+        .expect("listener binds");
+    let addr = listener.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(listener.run(shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+pub fn public_web_config(dispatcher_url: &str) -> public_web::configuration::Config {
+    public_web::configuration::Config {
+        port: 0,
+        dispatcher_url: dispatcher_url.to_owned(),
+        callback_url: None,
+        request_timeout: Duration::from_secs(10),
+        max_pending: 100_000,
+        max_body_bytes: 64 * 1024,
+        dispatcher_timeout: Duration::from_secs(5),
+    }
+}
+
+/// public-web and a handle on its parked requests.
+pub async fn spawn_public_web(
+    config: public_web::configuration::Config,
+) -> (Running, public_web::pending::PendingRequests) {
+    let app = public_web::startup::Application::build(config)
+        .await
+        .expect("public-web binds");
+    let addr = app.local_addr();
+    let pending = app.pending();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    (
+        Running {
+            addr,
+            shutdown,
+            task,
+        },
+        pending,
+    )
+}
+
+/// The three services wired together on `topology`.
+pub struct Stack {
+    pub public_web: Running,
+    pub pending: public_web::pending::PendingRequests,
+    pub dispatcher: Running,
+    pub listener: Running,
+}
+
+impl Stack {
+    pub async fn start(topology: &Topology) -> Self {
+        let url = amqp_url();
+        let dispatcher = spawn_dispatcher(dispatcher_config(topology, &url)).await;
+        let listener = spawn_listener(listener_config(topology, &url), ping_listener::handle).await;
+        let (public_web, pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
+        let stack = Self {
+            public_web,
+            pending,
+            dispatcher,
+            listener,
+        };
+        wait_ready(&stack.dispatcher.url()).await;
+        wait_ready(&stack.listener.url()).await;
+        stack
+    }
+}
+
+/// Polls `GET {base}/readyz` until it answers 200 (panics after 20 s).
+pub async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} not ready within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A ping request body, stamped now.
+pub fn ping_body() -> Value {
+    json!({"type": "PingRequest", "data": {"sentAt": common::event::now_millis()}})
+}
+
+/// POSTs `body` as JSON to `url`; returns the status and the JSON body.
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = client.post(url).json(body).send().await.expect("POST");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Parses a successful response as an event.
+pub fn as_event(body: Value) -> Event {
+    serde_json::from_value(body).expect("the response is an event")
+}
+
+/// Forwards TCP connections from a port of its own to `target`, so a test
+/// controls when "the broker" is reachable.
+pub struct TcpProxy {
+    pub port: u16,
+    target: SocketAddr,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl TcpProxy {
+    /// Reserves a free port without listening on it yet.
+    pub async fn reserve(target: SocketAddr) -> Self {
+        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = probe.local_addr().expect("addr").port();
+        drop(probe);
+        Self {
+            port,
+            target,
+            running: None,
+        }
+    }
+
+    /// An AMQP URL that goes through this proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Starts accepting and forwarding.
+    pub async fn start(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the reserved port is still free");
+        let stop = CancellationToken::new();
+        let target = self.target;
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let connections = tokio_util::task::TaskTracker::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { continue };
+                        let token = token.clone();
+                        connections.spawn(async move {
+                            let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = token.cancelled() => {}
+                            }
+                        });
+                    }
+                    _ = token.cancelled() => break,
+                }
+            }
+            connections.close();
+            connections.wait().await;
+        });
+        self.running = Some((stop, task));
+    }
+
+    /// Stops listening and cuts every forwarded connection.
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+/// The shared broker's address, parsed from `AMQP_URL`.
+pub fn broker_addr() -> SocketAddr {
+    let url = amqp_url();
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host_port = if host_port.contains(':') {
+        host_port.replace("localhost", "127.0.0.1")
+    } else {
+        format!("{host_port}:5672")
+    };
+    host_port
+        .parse()
+        .expect("AMQP_URL names an IP address and port")
+}
+
+/// Counts how many requests a wrapped handler saw.
+pub fn counting_ping_handler(counter: Arc<std::sync::atomic::AtomicUsize>) -> impl Handler {
+    move |request: Event| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ping_listener::handle(request)
+    }
+}

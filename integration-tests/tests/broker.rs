@@ -1,0 +1,136 @@
+//! Behaviour that depends on the broker: any start order, readiness, and
+//! poison messages going to the dead-letter queue instead of looping.
+
+use std::time::Duration;
+
+use common::amqp;
+use integration_tests::*;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+
+#[tokio::test]
+async fn services_started_before_the_broker_become_ready_when_it_appears() {
+    let topology = Topology::new();
+    let mut broker = TcpProxy::reserve(broker_addr()).await;
+    let dispatcher = spawn_dispatcher(dispatcher_config(&topology, &broker.amqp_url())).await;
+    let listener = spawn_listener(
+        listener_config(&topology, &broker.amqp_url()),
+        ping_listener::handle,
+    )
+    .await;
+    let (public_web, _pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
+    let client = reqwest::Client::new();
+
+    // Nothing answers on the broker's port yet: alive, but not ready.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for service in [&dispatcher, &listener, &public_web] {
+        let health = client
+            .get(format!("{}/healthz", service.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let ready = client
+            .get(format!("{}/readyz", service.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503);
+    }
+    let (status, body) = post_json(&client, &public_web.url(), &ping_body()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "broker_unavailable");
+
+    broker.start().await;
+    wait_ready(&dispatcher.url()).await;
+    wait_ready(&listener.url()).await;
+    wait_ready(&public_web.url()).await;
+    let (status, body) = post_json(&client, &public_web.url(), &ping_body()).await;
+    assert_eq!(status, 200, "{body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn poison_requests_are_dead_lettered_once_not_redelivered() {
+    let topology = Topology::new();
+    let stack = Stack::start(&topology).await;
+
+    let connection = connect().await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let poisons: [(&[u8], BasicProperties); 3] = [
+        (b"not json", BasicProperties::default()),
+        (br#"{"id": "p", "data": {}}"#, BasicProperties::default()),
+        // A valid event nobody can answer: no reply_to.
+        (
+            br#"{"id": "q", "type": "PingRequest", "data": {}}"#,
+            BasicProperties::default(),
+        ),
+    ];
+    for (body, properties) in poisons {
+        channel
+            .basic_publish(
+                "".into(),
+                topology.request_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dead = amqp::dead_letter_queue(&topology.request_queue);
+    for _ in 0..200 {
+        if Topology::depth(&dead).await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(Topology::depth(&dead).await, 3);
+    assert_eq!(Topology::depth(&topology.request_queue).await, 0);
+
+    let (status, _) = post_json(
+        &reqwest::Client::new(),
+        &stack.public_web.url(),
+        &ping_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "the listener keeps serving");
+    amqp::close(&connection).await;
+}
+
+#[tokio::test]
+async fn poison_responses_are_dead_lettered() {
+    let topology = Topology::new();
+    let _stack = Stack::start(&topology).await;
+    let connection = connect().await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    for body in [
+        &b"{"[..],
+        br#"{"id": "r", "type": "PingResponse", "data": {}}"#,
+    ] {
+        // The second is well-formed but carries no callback URL.
+        channel
+            .basic_publish(
+                "".into(),
+                topology.response_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let dead = amqp::dead_letter_queue(&topology.response_queue);
+    for _ in 0..200 {
+        if Topology::depth(&dead).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(Topology::depth(&dead).await, 2);
+    amqp::close(&connection).await;
+}
