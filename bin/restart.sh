@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the workspace (release) and (re)starts the services natively in the
+# background: logs in out/logs/, pid files in out/pids/. Stops the ones it
+# started before, waits until each is ready, and fails naming the service and
+# its log if one does not come up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bin/lib/setup.sh
+
+PUBLIC_WEB_PORT="${PUBLIC_WEB_PORT:-3000}"
+DISPATCHER_PORT="${DISPATCHER_PORT:-3001}"
+PING_LISTENER_PORT="${PING_LISTENER_PORT:-3002}"
+# name:port, in start order (any order works; this one is ready soonest)
+SERVICES=(
+    "ping-listener:$PING_LISTENER_PORT"
+    "dispatcher:$DISPATCHER_PORT"
+    "public-web:$PUBLIC_WEB_PORT"
+)
+mkdir -p out/logs out/pids
+
+stop_service() {
+    local name="$1" pidfile="out/pids/$1.pid" pid
+    [ -f "$pidfile" ] || return 0
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    fi
+    rm -f "$pidfile"
+}
+
+start_service() {
+    local name="$1" port="$2"
+    PORT="$port" DISPATCHER_URL="http://127.0.0.1:$DISPATCHER_PORT" \
+        nohup "target/release/$name" >"out/logs/$name.log" 2>&1 &
+    echo $! >"out/pids/$name.pid"
+}
+
+wait_ready() {
+    local name="$1" port="$2" pid
+    pid="$(cat "out/pids/$name.pid")"
+    for _ in $(seq 300); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "out/logs/$name.log" >&2 || true
+            die "$name exited during start-up; see out/logs/$name.log"
+        fi
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+            log "$name ready on :$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "out/logs/$name.log" >&2 || true
+    die "$name not ready on :$port within 30 s; see out/logs/$name.log"
+}
+
+ensure_broker
+ensure_tool curl curl
+log "building (release)"
+cargo build --release --quiet -p public-web -p dispatcher -p ping-listener
+
+for entry in "${SERVICES[@]}"; do stop_service "${entry%%:*}"; done
+for entry in "${SERVICES[@]}"; do start_service "${entry%%:*}" "${entry##*:}"; done
+for entry in "${SERVICES[@]}"; do wait_ready "${entry%%:*}" "${entry##*:}"; done
+log "all services up; try bin/req"
