@@ -1,0 +1,16 @@
+//! Static checks of the deployment stack: docker-compose.yml, the
+//! Dockerfiles, the devcontainer, and the Grafana, Tempo, Loki, Prometheus
+//! and collector configs under grafana/.
+//!
+//! Docker cannot run where the tests run, so `tests/` validates the stack
+//! from its files instead: they parse, what they reference exists, and the
+//! pieces agree with each other. This library holds what those tests share,
+//! and [`dashboard_metric_names`] for the integration test that checks the
+//! dashboards' metrics against the running services.
+
+pub mod compose;
+pub mod files;
+pub mod metrics;
+pub mod promql;
+
+pub use metrics::dashboard_metric_names;

@@ -1,0 +1,627 @@
+//! docker-compose.yml, the Dockerfiles and the devcontainer, checked from
+//! their files: every service is healthchecked and waits for healthy
+//! dependencies, every image is pinned, every mounted file exists, no host
+//! port is taken twice, ping-listener can scale, and the devcontainer runs
+//! the infrastructure around a dev container that stands in for the
+//! services.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::Command;
+
+use stack_check::compose::{
+    self, COMPOSE_FILE, Compose, DEVCONTAINER_COMPOSE_FILE, HostPort, Mount,
+};
+use stack_check::files;
+
+const RUST_SERVICES: [&str; 3] = ["public-web", "dispatcher", "ping-listener"];
+const INFRASTRUCTURE: [&str; 7] = [
+    "probe",
+    "rabbitmq",
+    "otel-collector",
+    "tempo",
+    "loki",
+    "prometheus",
+    "grafana",
+];
+const DEVCONTAINER_JSON: &str = ".devcontainer/devcontainer.json";
+
+fn stack() -> Compose {
+    Compose::load(&[COMPOSE_FILE])
+}
+
+fn dev_stack() -> Compose {
+    Compose::load(&[COMPOSE_FILE, DEVCONTAINER_COMPOSE_FILE])
+}
+
+/// Both ways the compose files are used, named for messages.
+fn projects() -> [(&'static str, Compose); 2] {
+    [
+        ("docker compose up", stack()),
+        ("devcontainer", dev_stack()),
+    ]
+}
+
+#[test]
+fn compose_file_defines_the_whole_stack() {
+    let services: BTreeSet<String> = stack().services().into_keys().collect();
+    // More listeners may join; these are the stack this crate checks.
+    for name in INFRASTRUCTURE.iter().chain(&RUST_SERVICES) {
+        assert!(
+            services.contains(*name),
+            "no service {name} in {COMPOSE_FILE}"
+        );
+    }
+    let dev: BTreeSet<String> = dev_stack().services().into_keys().collect();
+    assert_eq!(
+        dev.difference(&services).collect::<Vec<_>>(),
+        ["dev"],
+        "the devcontainer adds exactly the dev service"
+    );
+}
+
+/// Compose's own validation, offline: `docker compose config` (the v2
+/// plugin) or Debian's `docker-compose` (1.29) when one is installed. It is
+/// optional, unlike promtool: the structural checks below hold either way.
+#[test]
+fn compose_cli_accepts_both_projects() {
+    let clis: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    let available = clis.into_iter().find(|cli| {
+        Command::new(cli[0])
+            .args(&cli[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    let Some(cli) = available else {
+        std::io::stderr()
+            .write_all(
+                b"\n***** NOTE: neither `docker compose` nor `docker-compose` is installed: \
+                  skipping `config` validation of the compose files.\n\n",
+            )
+            .expect("stderr is writable");
+        return;
+    };
+    for files in [
+        &[COMPOSE_FILE][..],
+        &[COMPOSE_FILE, DEVCONTAINER_COMPOSE_FILE][..],
+    ] {
+        let mut command = Command::new(cli[0]);
+        command.args(&cli[1..]).current_dir(files::repo_root());
+        for file in files {
+            command.args(["-f", file]);
+        }
+        let output = command
+            .args(["config", "-q"])
+            .output()
+            .expect("the compose CLI runs");
+        assert!(
+            output.status.success(),
+            "{} config rejects {files:?}:\n{}",
+            cli.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_service_has_a_healthcheck() {
+    for (project, compose) in projects() {
+        for (name, service) in compose.services() {
+            let test = compose::healthcheck_test(service)
+                .unwrap_or_else(|| panic!("{project}: service {name} has no healthcheck"));
+            assert!(
+                matches!(test[0].as_str(), "CMD" | "CMD-SHELL"),
+                "{project}: {name}'s healthcheck starts with {:?}",
+                test[0]
+            );
+            // A probe from the shared volume needs the volume and the service
+            // that fills it.
+            if test[1].starts_with("/probe/") {
+                let mounts_probe = compose::mounts(service)
+                    .iter()
+                    .any(|m| matches!(m, Mount::Volume { name, target } if name == "probe" && target == "/probe"));
+                assert!(
+                    mounts_probe,
+                    "{project}: {name} runs /probe/… but does not mount the probe volume at /probe"
+                );
+                let waits = compose::depends_on(service)
+                    .iter()
+                    .any(|(dep, _)| dep == "probe");
+                assert!(
+                    waits || name == "probe",
+                    "{project}: {name} runs /probe/… but does not depend on the probe service"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_dependency_waits_until_healthy_and_there_is_no_cycle() {
+    for (project, compose) in projects() {
+        let services = compose.services();
+        let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, service) in &services {
+            for (dependency, condition) in compose::depends_on(service) {
+                assert!(
+                    services.contains_key(&dependency),
+                    "{project}: {name} depends on unknown service {dependency}"
+                );
+                assert_eq!(
+                    condition.as_deref(),
+                    Some("service_healthy"),
+                    "{project}: {name} -> {dependency} must use condition: service_healthy"
+                );
+                graph.entry(name.clone()).or_default().push(dependency);
+            }
+        }
+        // Kahn's algorithm: every service must become startable.
+        let mut remaining: BTreeMap<&str, usize> = services
+            .keys()
+            .map(|name| (name.as_str(), graph.get(name).map_or(0, Vec::len)))
+            .collect();
+        let mut started = BTreeSet::new();
+        while let Some(ready) = remaining
+            .iter()
+            .find(|(_, waiting)| **waiting == 0)
+            .map(|(name, _)| name.to_string())
+        {
+            remaining.remove(ready.as_str());
+            started.insert(ready.clone());
+            for (name, deps) in &graph {
+                if let Some(waiting) = remaining.get_mut(name.as_str()) {
+                    *waiting -= deps.iter().filter(|d| **d == ready).count();
+                }
+            }
+        }
+        assert!(
+            remaining.is_empty(),
+            "{project}: dependency cycle among {:?}",
+            remaining.keys()
+        );
+    }
+}
+
+#[test]
+fn every_service_has_a_restart_policy() {
+    for (project, compose) in projects() {
+        for (name, service) in compose.services() {
+            let policy = service["restart"].as_str().unwrap_or("no");
+            assert!(
+                matches!(policy, "always" | "unless-stopped") || policy.starts_with("on-failure"),
+                "{project}: {name} has restart policy {policy:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_image_and_base_image_is_pinned() {
+    for (project, compose) in projects() {
+        for (name, service) in compose.services() {
+            match service["image"].as_str() {
+                Some(image) => assert!(
+                    compose::image_is_pinned(image),
+                    "{project}: {name} uses unpinned image {image}"
+                ),
+                None => assert!(
+                    !service["build"].is_null(),
+                    "{project}: {name} has neither image nor build"
+                ),
+            }
+        }
+    }
+    for dockerfile in ["Dockerfile", ".devcontainer/Dockerfile"] {
+        let (bases, _) = compose::dockerfile_stages(&files::read_text(dockerfile));
+        assert!(!bases.is_empty(), "{dockerfile} has no FROM");
+        for base in bases {
+            assert!(
+                compose::image_is_pinned(&base),
+                "{dockerfile}: unpinned base image {base}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mounted_files_build_contexts_and_named_volumes_exist() {
+    let root = files::repo_root();
+    for (project, compose) in projects() {
+        let declared = compose.declared_volumes();
+        for (name, service) in compose.services() {
+            for mount in compose::mounts(service) {
+                match mount {
+                    Mount::Bind { source, .. } => assert!(
+                        root.join(&source).exists(),
+                        "{project}: {name} mounts {source}, which does not exist"
+                    ),
+                    Mount::Volume { name: volume, .. } => assert!(
+                        declared.contains(&volume),
+                        "{project}: {name} mounts undeclared volume {volume}"
+                    ),
+                    Mount::Other { .. } => {}
+                }
+            }
+            let build = &service["build"];
+            if build.is_null() {
+                continue;
+            }
+            let context = root.join(build["context"].as_str().unwrap_or("."));
+            assert!(
+                context.is_dir(),
+                "{project}: {name}'s build context is missing"
+            );
+            let dockerfile = context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile"));
+            let text = std::fs::read_to_string(&dockerfile)
+                .unwrap_or_else(|e| panic!("{project}: {name}: {}: {e}", dockerfile.display()));
+            if let Some(target) = build["target"].as_str() {
+                let (_, stages) = compose::dockerfile_stages(&text);
+                assert!(
+                    stages.iter().any(|s| s == target),
+                    "{project}: {name} builds target {target}, which {} lacks",
+                    dockerfile.display()
+                );
+            }
+        }
+    }
+}
+
+/// Host ports published by the given services, checked for collisions.
+fn host_ports(
+    project: &str,
+    compose: &Compose,
+    running: impl Fn(&str) -> bool,
+) -> BTreeMap<u16, (String, HostPort)> {
+    let mut taken: BTreeMap<u16, (String, HostPort)> = BTreeMap::new();
+    for (name, service) in compose.services() {
+        if !running(&name) {
+            continue;
+        }
+        for port in compose::published_ports(service) {
+            if let Some((other, previous)) = taken.get(&port.port) {
+                // Two bindings only coexist on distinct specific addresses
+                // or protocols.
+                let distinct = previous.protocol != port.protocol
+                    || (!previous.host_ip.is_empty()
+                        && !port.host_ip.is_empty()
+                        && previous.host_ip != port.host_ip);
+                assert!(
+                    distinct,
+                    "{project}: host port {} published by both {other} and {name}",
+                    port.port
+                );
+            }
+            taken.insert(port.port, (name.clone(), port));
+        }
+    }
+    taken
+}
+
+#[test]
+fn no_host_port_is_published_twice() {
+    for (project, compose) in projects() {
+        host_ports(project, &compose, |_| true);
+    }
+}
+
+#[test]
+fn host_ports_follow_the_contract() {
+    let compose = stack();
+    let published: BTreeMap<u16, (String, u16)> = host_ports("compose", &compose, |_| true)
+        .into_iter()
+        .map(|(port, (service, p))| (port, (service, p.container_port)))
+        .collect();
+    let expected: BTreeMap<u16, (String, u16)> = [
+        (3000, ("public-web", 3000)),
+        (3001, ("dispatcher", 3001)),
+        (3300, ("grafana", 3000)),
+        (5672, ("rabbitmq", 5672)),
+        (15672, ("rabbitmq", 15672)),
+        (4317, ("otel-collector", 4317)),
+        (4318, ("otel-collector", 4318)),
+        (9090, ("prometheus", 9090)),
+        (3200, ("tempo", 3200)),
+        (3100, ("loki", 3100)),
+    ]
+    .into_iter()
+    .map(|(host, (service, container))| (host, (service.to_owned(), container)))
+    .collect();
+    assert_eq!(published, expected);
+}
+
+#[test]
+fn services_can_scale() {
+    for (project, compose) in projects() {
+        for (name, service) in compose.services() {
+            assert!(
+                service["container_name"].is_null(),
+                "{project}: {name} sets container_name, so it cannot be scaled or run twice"
+            );
+        }
+        let listener = compose.service("ping-listener");
+        assert!(
+            compose::published_ports(listener).is_empty(),
+            "{project}: ping-listener publishes a host port, so --scale would collide"
+        );
+    }
+}
+
+#[test]
+fn rust_services_are_wired_to_the_stack() {
+    let compose = stack();
+    let mut secrets = BTreeSet::new();
+    for name in RUST_SERVICES {
+        let service = compose.service(name);
+        assert_eq!(
+            service["build"]["target"].as_str(),
+            Some(name),
+            "{name} builds its own Dockerfile target"
+        );
+        let env = compose::environment(service);
+        let expect = |key: &str, value: &str| {
+            assert_eq!(
+                env.get(key).map(String::as_str),
+                Some(value),
+                "{name}: {key}"
+            );
+        };
+        expect("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f");
+        expect("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4317");
+        expect("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        expect("OTEL_SERVICE_NAME", name);
+        let port = env
+            .get("PORT")
+            .unwrap_or_else(|| panic!("{name}: PORT unset"));
+        let probe = compose::healthcheck_test(service).expect("healthcheck");
+        assert!(
+            probe
+                .iter()
+                .any(|word| word.contains(&format!("127.0.0.1:{port}/readyz"))),
+            "{name}'s healthcheck must probe /readyz on its PORT {port}: {probe:?}"
+        );
+        if name != "ping-listener" {
+            secrets.insert(env.get("CALLBACK_SECRET").cloned().unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        secrets.len(),
+        1,
+        "public-web and dispatcher share one CALLBACK_SECRET: {secrets:?}"
+    );
+    assert!(!secrets.contains(""), "CALLBACK_SECRET has a default");
+    let web = compose::environment(compose.service("public-web"));
+    assert_eq!(web["DISPATCHER_URL"], "http://dispatcher:3001");
+    assert_eq!(web["CALLBACK_URL"], "http://public-web:3000/dispatch");
+}
+
+#[test]
+fn storage_is_local_volumes_only() {
+    let compose = stack();
+    for (name, service) in compose.services() {
+        let image = service["image"].as_str().unwrap_or_default();
+        assert!(!image.contains("minio"), "{name}: no object store wanted");
+    }
+    for (volume, definition) in compose.doc["volumes"].as_mapping().into_iter().flatten() {
+        let driver = definition["driver"].as_str().unwrap_or("local");
+        assert_eq!(driver, "local", "volume {volume:?} must be a local volume");
+    }
+    for stateful in ["rabbitmq", "tempo", "loki", "prometheus", "grafana"] {
+        assert!(
+            compose::mounts(compose.service(stateful))
+                .iter()
+                .any(|m| matches!(m, Mount::Volume { .. })),
+            "{stateful} keeps its data in a named volume"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_builds_each_service_small_and_non_root() {
+    let text = files::read_text("Dockerfile");
+    let (_, stages) = compose::dockerfile_stages(&text);
+    assert!(
+        text.contains("cargo chef cook"),
+        "dependencies are cooked in their own cached layer"
+    );
+    // Each service stage starts from the runtime stage, not from the
+    // toolchain, and runs its own binary.
+    let sections: Vec<&str> = text.split("\nFROM ").skip(1).collect();
+    for name in RUST_SERVICES {
+        assert!(stages.iter().any(|s| s == name), "no stage {name}");
+        let section = sections
+            .iter()
+            .find(|s| {
+                s.lines()
+                    .next()
+                    .is_some_and(|l| l.ends_with(&format!(" AS {name}")))
+            })
+            .unwrap_or_else(|| panic!("stage {name} not found"));
+        assert!(
+            section.starts_with("runtime AS"),
+            "stage {name} must build on the slim runtime stage"
+        );
+        assert!(
+            section.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{name}\"]")),
+            "stage {name} must run its binary"
+        );
+    }
+    let runtime = sections
+        .iter()
+        .find(|s| s.lines().next().is_some_and(|l| l.ends_with(" AS runtime")))
+        .expect("a runtime stage");
+    assert!(
+        runtime.contains("-slim"),
+        "the runtime stage uses a slim base"
+    );
+    let user = runtime
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    assert!(
+        user != "root" && user != "0",
+        "the services must not run as root"
+    );
+    assert!(
+        runtime.contains("curl"),
+        "the runtime image has the healthchecks' curl"
+    );
+    let ignored = files::read_text(".dockerignore");
+    for path in ["target/", ".git/"] {
+        assert!(
+            ignored.lines().any(|l| l.trim() == path),
+            ".dockerignore must exclude {path}"
+        );
+    }
+}
+
+#[test]
+fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
+    let config = files::load_jsonc(DEVCONTAINER_JSON);
+    let compose_files: Vec<&str> = config["dockerComposeFile"]
+        .as_array()
+        .expect("dockerComposeFile is a list")
+        .iter()
+        .map(|f| f.as_str().expect("a path"))
+        .collect();
+    let root = files::repo_root();
+    let resolved: Vec<String> = compose_files
+        .iter()
+        .map(|f| {
+            let path = root.join(".devcontainer").join(f);
+            assert!(path.is_file(), "{DEVCONTAINER_JSON} names missing {f}");
+            path.canonicalize()
+                .expect("canonical path")
+                .strip_prefix(&root)
+                .expect("inside the repository")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(resolved, [COMPOSE_FILE, DEVCONTAINER_COMPOSE_FILE]);
+
+    let compose = dev_stack();
+    let services = compose.services();
+    let dev_name = config["service"].as_str().expect("service");
+    let dev = compose.service(dev_name);
+
+    let run: BTreeSet<&str> = config["runServices"]
+        .as_array()
+        .expect("runServices lists what to start")
+        .iter()
+        .map(|s| s.as_str().expect("a service name"))
+        .collect();
+    for name in &run {
+        assert!(
+            services.contains_key(*name),
+            "runServices names unknown {name}"
+        );
+    }
+    for name in INFRASTRUCTURE.iter().chain([&dev_name]) {
+        assert!(run.contains(name), "runServices must start {name}");
+    }
+    // The dev container runs the services itself: starting the containers
+    // too would put two consumers on the dispatcher's reply queue.
+    for name in RUST_SERVICES {
+        assert!(!run.contains(name), "runServices must not start {name}");
+        let starts_it = run.iter().any(|s| {
+            compose::depends_on(compose.service(s))
+                .iter()
+                .any(|(d, _)| d == name)
+        });
+        assert!(
+            !starts_it,
+            "a started service depends on {name}, which would start it"
+        );
+    }
+
+    // The dev container answers to the services' names, so Prometheus's
+    // scrape targets and the callback URLs resolve to it.
+    let aliases: BTreeSet<&str> = dev["networks"]["default"]["aliases"]
+        .as_sequence()
+        .expect("the dev service has network aliases")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for name in RUST_SERVICES {
+        assert!(
+            aliases.contains(name),
+            "the dev container must answer to {name}"
+        );
+    }
+    let env = compose::environment(dev);
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector:4317"
+    );
+    assert_eq!(env["AMQP_URL"], "amqp://guest:guest@rabbitmq:5672/%2f");
+    assert_eq!(
+        env.get("CALLBACK_SECRET"),
+        compose::environment(compose.service("dispatcher")).get("CALLBACK_SECRET"),
+        "the dev container's services use the stack's CALLBACK_SECRET"
+    );
+
+    let workspace = config["workspaceFolder"].as_str().expect("workspaceFolder");
+    assert!(
+        compose::mounts(dev).iter().any(
+            |m| matches!(m, Mount::Bind { source, target } if source == "." && target == workspace)
+        ),
+        "the repository is mounted at workspaceFolder {workspace}"
+    );
+
+    // Forwarded ports must not collide with what the started services
+    // publish on the host, and public-web's 3000 is among them.
+    let published = host_ports("devcontainer", &compose, |name| run.contains(name));
+    let forwarded: Vec<u64> = config["forwardPorts"]
+        .as_array()
+        .expect("forwardPorts")
+        .iter()
+        .map(|p| p.as_u64().expect("forwarded ports are numbers"))
+        .collect();
+    assert!(forwarded.contains(&3000), "public-web's port is forwarded");
+    for port in &forwarded {
+        let collision = u16::try_from(*port).ok().and_then(|p| published.get(&p));
+        assert!(
+            collision.is_none(),
+            "forwarded port {port} is also published by {:?}",
+            collision.map(|(s, _)| s)
+        );
+    }
+    let grafana = compose::published_ports(compose.service("grafana"));
+    assert_eq!(grafana.len(), 1);
+    assert!(
+        grafana[0].port != 3000,
+        "Grafana's host port must not be public-web's 3000"
+    );
+
+    let toolchain = files::read_text(".devcontainer/Dockerfile");
+    assert!(
+        toolchain.contains("rust-analyzer"),
+        "the dev image has rust-analyzer"
+    );
+    assert!(
+        toolchain.contains("prometheus"),
+        "the dev image has promtool for the tests"
+    );
+}
+
+#[test]
+fn the_guide_names_the_ports_the_stack_publishes() {
+    let guide = files::read_text("docs/stack.md");
+    let compose = stack();
+    for (service, port) in [("public-web", 3000), ("grafana", 3300), ("rabbitmq", 15672)] {
+        assert!(
+            compose::published_ports(compose.service(service))
+                .iter()
+                .any(|p| p.port == port),
+            "{service} is published on {port}"
+        );
+        assert!(
+            guide.contains(&format!("localhost:{port}")),
+            "docs/stack.md must tell where {service} is (localhost:{port})"
+        );
+    }
+    for way in ["docker compose up", "bin/restart.sh", "Reopen in Container"] {
+        assert!(guide.contains(way), "docs/stack.md must describe {way:?}");
+    }
+}
