@@ -16,8 +16,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicRejectOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::redact_url;
+use crate::propagation;
+use tracing::Instrument;
 
 /// AMQP header carrying the `/dispatch` URL of the public-web instance that
 /// is waiting for the response.
@@ -110,7 +112,8 @@ pub enum PublishError {
     Timeout(Duration),
 }
 
-/// Publishes `payload` and waits for the broker's confirm.
+/// Publishes `payload` and waits for the broker's confirm, inside a
+/// PRODUCER span whose context travels in the message headers.
 ///
 /// The message is `mandatory`, so one that no queue takes comes back as
 /// [`PublishError::Unroutable`] instead of vanishing. Each caller awaits only
@@ -123,6 +126,22 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     timeout: Duration,
 ) -> Result<(), PublishError> {
+    let span = tracing::info_span!(
+        "amqp publish",
+        otel.name = format!("{routing_key} publish"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = routing_key,
+        messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
+        messaging.message.body.size = payload.len(),
+    );
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    propagation::inject_amqp(&span, &mut headers);
+    let properties = properties.with_headers(headers);
+
     let publish = async {
         let confirm = channel
             .basic_publish(
@@ -145,9 +164,19 @@ pub async fn publish_confirmed(
         }
         Ok(())
     };
-    tokio::time::timeout(timeout, publish)
+    let result = tokio::time::timeout(timeout, publish)
+        .instrument(span.clone())
         .await
-        .map_err(|_| PublishError::Timeout(timeout))?
+        .map_err(|_| PublishError::Timeout(timeout))
+        .and_then(|published| published);
+    match &result {
+        Ok(()) => crate::metrics::amqp_published(routing_key),
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| tracing::warn!(error = %error, "publish failed"));
+        }
+    }
+    result
 }
 
 /// Opens a channel in publisher-confirm mode.
@@ -209,6 +238,7 @@ pub async fn supervise<F, Fut>(
             _ = shutdown.cancelled() => return,
         };
         readiness.set(false);
+        crate::metrics::amqp_connected(false);
         match outcome {
             Ok(()) => return,
             Err(error) => {
@@ -286,6 +316,7 @@ where
         )
         .await?;
     readiness.set(true);
+    crate::metrics::amqp_connected(true);
     tracing::info!(queue, "consuming");
 
     let in_flight = TaskTracker::new();
@@ -295,7 +326,9 @@ where
         tokio::select! {
             delivery = deliveries.next() => match delivery {
                 Some(Ok(delivery)) => {
-                    in_flight.spawn(handle(delivery));
+                    crate::metrics::amqp_consumed(queue, delivery.redelivered);
+                    let span = consumer_span(queue, &delivery);
+                    in_flight.spawn(handle(delivery).instrument(span));
                 }
                 Some(Err(error)) => return Err(error),
                 None => return Err(lapin::Error::from(std::io::Error::other(
@@ -319,10 +352,62 @@ where
     Ok(())
 }
 
-/// Rejects without requeue: the queue's dead-letter exchange takes it.
-pub async fn dead_letter(delivery: &Delivery) {
-    if let Err(error) = delivery.reject(BasicRejectOptions { requeue: false }).await {
-        tracing::warn!(%error, "could not reject the delivery");
+/// The CONSUMER span a delivery is handled in: a child of the publisher's
+/// span, whose context came in the message headers.
+fn consumer_span(queue: &str, delivery: &Delivery) -> tracing::Span {
+    let properties = &delivery.properties;
+    let span = tracing::info_span!(
+        "amqp process",
+        otel.name = format!("{queue} process"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "deliver",
+        messaging.destination.name = queue,
+        messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
+        messaging.message.body.size = delivery.data.len(),
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+        trace_id = tracing::field::Empty,
+    );
+    propagation::adopt(
+        &span,
+        propagation::extract_amqp(properties.headers().as_ref()),
+    );
+    span
+}
+
+/// Acks a delivery handled to the end.
+pub async fn ack(delivery: &Delivery) {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(_) => crate::metrics::amqp_acked(delivery.routing_key.as_str()),
+        Err(error) => {
+            tracing::warn!(%error, "could not ack; the broker will redeliver the message")
+        }
+    }
+}
+
+/// Gives a delivery back to its queue for another try.
+pub async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    match delivery.nack(options).await {
+        Ok(_) => crate::metrics::amqp_nacked(delivery.routing_key.as_str()),
+        Err(error) => {
+            tracing::warn!(%error, "could not nack; the broker will redeliver the message")
+        }
+    }
+}
+
+/// Rejects without requeue: the queue's dead-letter exchange takes it. The
+/// current span is marked as failed and `reason` labels the count.
+pub async fn dead_letter(delivery: &Delivery, reason: &'static str) {
+    tracing::Span::current().record("otel.status_code", "ERROR");
+    match delivery.reject(BasicRejectOptions { requeue: false }).await {
+        Ok(_) => crate::metrics::amqp_dead_lettered(delivery.routing_key.as_str(), reason),
+        Err(error) => tracing::warn!(%error, "could not reject the delivery"),
     }
 }
 

@@ -11,19 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::event::{EnvelopeError, Event, EventInput};
+use crate::propagation;
 
 /// The header that carries the public-web instance's `/dispatch` URL from
 /// public-web to the dispatcher.
@@ -191,10 +194,19 @@ where
     Arc::new(move || Box::pin(check()))
 }
 
-/// `GET /healthz` (the process answers) and `GET /readyz` (its dependencies
-/// are up, per `check`).
-pub fn probe_routes<S: Clone + Send + Sync + 'static>(check: ReadinessCheck) -> Router<S> {
+/// `GET /healthz` (the process answers), `GET /readyz` (its dependencies
+/// are up, per `check`) and `GET /metrics` (Prometheus text format).
+pub fn operational_routes<S: Clone + Send + Sync + 'static>(check: ReadinessCheck) -> Router<S> {
     Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(),
+                )
+            }),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/readyz",
@@ -213,8 +225,9 @@ pub fn probe_routes<S: Clone + Send + Sync + 'static>(check: ReadinessCheck) -> 
         )
 }
 
-/// Limits every service applies to inbound HTTP: a body size cap (413
-/// beyond it), a whole-request timeout, request tracing, and JSON 404s.
+/// What every service applies to inbound HTTP: a body size cap (413
+/// beyond it), a whole-request timeout, a server span and metrics per
+/// request, and JSON 404s.
 pub fn with_standard_layers(router: Router, max_body_bytes: usize, timeout: Duration) -> Router {
     router
         .fallback(not_found)
@@ -223,7 +236,95 @@ pub fn with_standard_layers(router: Router, max_body_bytes: usize, timeout: Dura
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(observe))
+}
+
+/// The response header that tells the client its request's trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// Routes too frequent and too dull to trace: probes and scrapes.
+fn is_operational(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Wraps each request in a SERVER span whose parent is the caller's trace
+/// context, records the request duration histogram, and returns the trace
+/// id in `x-trace-id`.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if is_operational(&route) {
+        return next.run(request).await;
+    }
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let trace_id = propagation::adopt(&span, propagation::extract_http(request.headers()));
+
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::metrics::http_request_finished(&route, &method, status.as_u16(), started.elapsed());
+    if let Some(trace_id) = trace_id.and_then(|id| HeaderValue::try_from(id).ok()) {
+        response.headers_mut().insert(TRACE_ID_HEADER, trace_id);
+    }
+    response
+}
+
+/// A CLIENT span for an outgoing HTTP call; send the request inside it
+/// with the headers from [`client_headers`].
+pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {
+    tracing::info_span!(
+        "http call",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        url.full = %url,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().unwrap_or_default(),
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// Headers carrying `span`'s trace context to the callee.
+pub fn client_headers(span: &tracing::Span) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    propagation::inject_http(span, &mut headers);
+    headers
+}
+
+/// Records how an outgoing call ended on its CLIENT span: 4xx and 5xx
+/// answers and transport errors mark it as an error.
+pub fn record_client_outcome(span: &tracing::Span, outcome: Result<StatusCode, &reqwest::Error>) {
+    match outcome {
+        Ok(status) => {
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_client_error() || status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| tracing::warn!(error = %error, "HTTP call failed"));
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting

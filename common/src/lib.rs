@@ -11,7 +11,9 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod ping;
+pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::BasicQosOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::net::TcpListener;
@@ -89,6 +89,8 @@ pub struct Listener<H> {
 impl<H: Handler> Listener<H> {
     /// Binds the health port. Nothing touches the broker until `run`.
     pub async fn bind(config: ListenerConfig, handler: H) -> std::io::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier stay no-ops.
+        crate::metrics::handle();
         let http = TcpListener::bind(("0.0.0.0", config.port)).await?;
         Ok(Self {
             config,
@@ -108,7 +110,7 @@ impl<H: Handler> Listener<H> {
     /// consuming, finishes the deliveries in hand and closes the connection.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let readiness = self.readiness.clone();
-        let probes: Router = http::probe_routes(http::readiness(move || {
+        let probes: Router = http::operational_routes(http::readiness(move || {
             let ready = readiness.is_ready();
             async move {
                 ready
@@ -173,7 +175,8 @@ async fn consume<H: Handler>(
     Ok(())
 }
 
-/// Handles one request delivery from parsing to ack.
+/// Handles one request delivery from parsing to ack, inside its CONSUMER
+/// span.
 async fn answer<H: Handler>(
     delivery: Delivery,
     handler: &H,
@@ -181,30 +184,24 @@ async fn answer<H: Handler>(
     publish_timeout: Duration,
 ) {
     let properties = &delivery.properties;
-    let message_id = properties
-        .message_id()
-        .as_ref()
-        .map(|id| id.as_str())
-        .unwrap_or("-");
     let request = match Event::from_slice(&delivery.data) {
         Ok(request) => request,
         Err(error) => {
-            tracing::warn!(message_id, %error, "poison message; dead-lettering it");
-            amqp::dead_letter(&delivery).await;
-            return;
+            tracing::warn!(%error, "poison message; dead-lettering it");
+            return amqp::dead_letter(&delivery, "malformed").await;
         }
     };
     let Some(reply_to) = properties.reply_to().as_ref().map(|q| q.as_str()) else {
-        tracing::warn!(message_id, "request without reply_to; dead-lettering it");
-        amqp::dead_letter(&delivery).await;
-        return;
+        tracing::warn!(event_id = %request.id, "request without reply_to; dead-lettering it");
+        return amqp::dead_letter(&delivery, "no_reply_to").await;
     };
 
     let request_id = request.id.clone();
     let response = match handler.handle(request).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::info!(event_id = %request_id, %error, "handler answered with an error");
+            tracing::Span::current().record("otel.status_code", "ERROR");
+            tracing::warn!(event_id = %request_id, error = %error, "handler answered with an error");
             error.into_event(request_id.clone())
         }
     };
@@ -225,24 +222,16 @@ async fn answer<H: Handler>(
         publish_timeout,
     )
     .await;
-    let settled = match published {
-        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+    match published {
+        Ok(()) => amqp::ack(&delivery).await,
         // A second failure for the same message is not a blip: stop retrying.
         Err(error) if delivery.redelivered => {
             tracing::warn!(event_id = %request_id, %error, "reply failed again; dead-lettering the request");
-            return amqp::dead_letter(&delivery).await;
+            amqp::dead_letter(&delivery, "reply_failed").await;
         }
         Err(error) => {
             tracing::warn!(event_id = %request_id, %error, "reply failed; requeueing the request");
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
+            amqp::requeue(&delivery).await;
         }
-    };
-    if let Err(error) = settled {
-        tracing::warn!(event_id = %request_id, %error, "could not settle the delivery; the broker will redeliver it");
     }
 }

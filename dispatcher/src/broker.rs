@@ -9,11 +9,13 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use common::Event;
 use common::amqp::{self, CALLBACK_URL_HEADER, Readiness};
+use common::http;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicQosOptions};
+use lapin::options::BasicQosOptions;
 use lapin::{Channel, Connection};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::configuration::Config;
 
@@ -101,6 +103,16 @@ enum CallbackError {
 }
 
 impl CallbackError {
+    /// The `reason` label of `dispatcher_callback_failures_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            CallbackError::Transport(error) if error.is_timeout() => "timeout",
+            CallbackError::Transport(_) => "unreachable",
+            CallbackError::Status(status) if status.is_server_error() => "server_error",
+            CallbackError::Status(_) => "refused",
+        }
+    }
+
     /// Worth another try: the request may not have arrived, or public-web
     /// was briefly unable to take it.
     fn is_transient(&self) -> bool {
@@ -118,36 +130,31 @@ impl CallbackError {
 /// Transport errors and 5xx are retried a bounded number of times; what
 /// still fails is dead-lettered.
 async fn call_back(mut delivery: Delivery, http: &reqwest::Client, retries: usize) {
-    let message_id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
     if let Err(error) = Event::from_slice(&delivery.data) {
-        tracing::warn!(message_id, %error, "poison response; dead-lettering it");
-        return amqp::dead_letter(&delivery).await;
+        tracing::warn!(%error, "poison response; dead-lettering it");
+        return amqp::dead_letter(&delivery, "malformed").await;
     }
     let Some(callback_url) = amqp::header(&delivery.properties, CALLBACK_URL_HEADER)
         .and_then(|url| reqwest::Url::parse(url).ok())
     else {
-        tracing::warn!(
-            message_id,
-            "response without a valid callback URL; dead-lettering it"
-        );
-        return amqp::dead_letter(&delivery).await;
+        tracing::warn!("response without a valid callback URL; dead-lettering it");
+        return amqp::dead_letter(&delivery, "no_callback_url").await;
     };
     // Sent as received: the listener's JSON is not parsed into a new body.
     let body = Bytes::from(std::mem::take(&mut delivery.data));
 
     let attempt = || async {
-        let response = http
+        let span = http::client_span("POST", &callback_url);
+        let sent = http
             .post(callback_url.clone())
+            .headers(http::client_headers(&span))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()
-            .await?;
-        match response.status() {
+            .instrument(span.clone())
+            .await;
+        http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
+        match sent?.status() {
             status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(status),
             status => Err(CallbackError::Status(status)),
         }
@@ -163,18 +170,17 @@ async fn call_back(mut delivery: Delivery, http: &reqwest::Client, retries: usiz
 
     match outcome {
         Ok(StatusCode::NOT_FOUND) => {
+            common::metrics::callback_failed("unknown_id");
             tracing::warn!(
-                message_id,
                 "public-web is not waiting for this response (timed out, restarted or duplicate)"
             );
         }
         Ok(_) => {}
         Err(error) => {
-            tracing::warn!(message_id, %error, "callback failed; dead-lettering the response");
-            return amqp::dead_letter(&delivery).await;
+            common::metrics::callback_failed(error.reason());
+            tracing::warn!(%error, "callback failed; dead-lettering the response");
+            return amqp::dead_letter(&delivery, "callback_failed").await;
         }
     }
-    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(message_id, %error, "could not ack the response");
-    }
+    amqp::ack(&delivery).await;
 }

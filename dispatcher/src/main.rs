@@ -3,9 +3,10 @@ use dispatcher::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::telemetry::init(dispatcher::SERVICE_NAME);
+    let telemetry = common::telemetry::init(dispatcher::SERVICE_NAME);
     let config = Config::from_env()?;
     let app = Application::build(config).await?;
-    app.run(common::shutdown::on_signal()).await?;
-    Ok(())
+    let served = app.run(common::shutdown::on_signal()).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }

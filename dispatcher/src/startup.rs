@@ -34,6 +34,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier stay no-ops.
+        common::metrics::handle();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let state = AppState {
             message_ttl_ms: config.message_ttl.as_millis().to_string().into(),
@@ -89,7 +91,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     });
     let app = Router::new()
         .route("/", post(routes::accept))
-        .merge(http::probe_routes(ready))
+        .merge(http::operational_routes(ready))
         .with_state(state);
     http::with_standard_layers(app, max_body, request_limit)
 }

@@ -2,7 +2,7 @@ use common::listener::{Listener, ListenerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::telemetry::init(ping_listener::SERVICE_NAME);
+    let telemetry = common::telemetry::init(ping_listener::SERVICE_NAME);
     let config = ListenerConfig::from_env(
         ping_listener::SERVICE_NAME,
         ping_listener::DEFAULT_QUEUE,
@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let listener = Listener::bind(config, ping_listener::handle).await?;
     tracing::info!(addr = %listener.local_addr(), "health endpoint listening");
-    listener.run(common::shutdown::on_signal()).await?;
-    Ok(())
+    let ran = listener.run(common::shutdown::on_signal()).await;
+    telemetry.shutdown().await;
+    Ok(ran?)
 }

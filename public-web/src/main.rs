@@ -3,9 +3,10 @@ use public_web::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::telemetry::init(public_web::SERVICE_NAME);
+    let telemetry = common::telemetry::init(public_web::SERVICE_NAME);
     let config = Config::from_env()?;
     let app = Application::build(config).await?;
-    app.run(common::shutdown::on_signal()).await?;
-    Ok(())
+    let served = app.run(common::shutdown::on_signal()).await;
+    telemetry.shutdown().await;
+    Ok(served?)
 }

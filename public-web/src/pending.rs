@@ -48,6 +48,18 @@ struct Inner {
     len: AtomicUsize,
     max: usize,
     next_ticket: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl Inner {
+    fn added(&self) {
+        self.gauge.increment(1.0);
+    }
+
+    fn removed(&self) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.decrement(1.0);
+    }
 }
 
 impl PendingRequests {
@@ -58,6 +70,7 @@ impl PendingRequests {
                 len: AtomicUsize::new(0),
                 max,
                 next_ticket: AtomicU64::new(0),
+                gauge: common::metrics::pending_requests_gauge(),
             }),
         }
     }
@@ -88,6 +101,7 @@ impl PendingRequests {
             }
             Entry::Vacant(slot) => {
                 slot.insert(Waiter { ticket, sender });
+                inner.added();
                 Ok(Parked {
                     pending: self.clone(),
                     id: id.to_owned(),
@@ -103,7 +117,7 @@ impl PendingRequests {
         let Some((_, waiter)) = self.inner.waiters.remove(&response.id) else {
             return Err(NotWaiting(response.id));
         };
-        self.inner.len.fetch_sub(1, Ordering::AcqRel);
+        self.inner.removed();
         // A failed send means the handler is gone (timed out or the client
         // hung up) between our remove and its guard's drop.
         waiter
@@ -119,7 +133,7 @@ impl PendingRequests {
             .remove_if(id, |_, waiter| waiter.ticket == ticket)
             .is_some()
         {
-            self.inner.len.fetch_sub(1, Ordering::AcqRel);
+            self.inner.removed();
         }
     }
 }

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use common::Event;
 use common::event::HandlerError;
-use common::http::{ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
+use common::http::{self, ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::PublicWebError;
 use crate::startup::AppState;
@@ -22,7 +23,11 @@ pub async fn submit(
     forward(&state, &event).await?;
     let response = tokio::time::timeout_at(deadline, parked.response())
         .await
-        .map_err(|_| PublicWebError::Timeout(state.config.request_timeout.as_millis()))?
+        .map_err(|_| {
+            common::metrics::request_timed_out();
+            tracing::warn!(event_id = %event.id, "no response in time");
+            PublicWebError::Timeout(state.config.request_timeout.as_millis())
+        })?
         .ok_or(PublicWebError::Abandoned)?;
     match HandlerError::from_event(&response) {
         Some(error) => Err(PublicWebError::Listener(error)),
@@ -32,14 +37,18 @@ pub async fn submit(
 
 /// Hands the event to the dispatcher, with this instance's callback URL.
 async fn forward(state: &AppState, event: &Event) -> Result<(), PublicWebError> {
-    let response = state
+    let span = http::client_span("POST", &state.dispatcher_url);
+    let sent = state
         .http
         .post(state.dispatcher_url.clone())
+        .headers(http::client_headers(&span))
         .header(CALLBACK_URL_HEADER, state.callback_url.clone())
         .json(event)
         .send()
-        .await
-        .map_err(PublicWebError::DispatcherUnreachable)?;
+        .instrument(span.clone())
+        .await;
+    http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
+    let response = sent.map_err(PublicWebError::DispatcherUnreachable)?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

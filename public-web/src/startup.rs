@@ -37,6 +37,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
+        // Before any metric handle is taken: handles taken earlier stay no-ops.
+        common::metrics::handle();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let port = listener.local_addr()?.port();
         let callback_url = config
@@ -92,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(routes::submit))
         .route("/dispatch", post(routes::dispatch))
         .route("/ping", post(routes::ping))
-        .merge(http::probe_routes(readiness))
+        .merge(http::operational_routes(readiness))
         .with_state(state);
     http::with_standard_layers(app, max_body, request_limit)
 }

@@ -1,0 +1,122 @@
+//! W3C trace context (`traceparent`, `tracestate`, `baggage`) across every
+//! hop: HTTP headers and AMQP message headers, through the global
+//! OpenTelemetry propagator and `Injector`/`Extractor` adapters — no
+//! hand-written parsing.
+
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The context sent by the caller in HTTP `headers`.
+pub fn extract_http(headers: &http::HeaderMap) -> Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Writes `span`'s context into outgoing HTTP `headers`.
+pub fn inject_http(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(headers))
+    });
+}
+
+/// Reads trace context out of AMQP message headers.
+pub struct FieldTableExtractor<'a>(pub &'a FieldTable);
+
+impl Extractor for FieldTableExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.0.inner().get(key)? {
+            AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
+            AMQPValue::ShortString(value) => Some(value.as_str()),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(ShortString::as_str).collect()
+    }
+}
+
+/// Writes trace context into AMQP message headers.
+pub struct FieldTableInjector<'a>(pub &'a mut FieldTable);
+
+impl Injector for FieldTableInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        crate::amqp::set_header(self.0, key, &value);
+    }
+}
+
+/// The context a publisher put in AMQP `headers`.
+pub fn extract_amqp(headers: Option<&FieldTable>) -> Context {
+    match headers {
+        Some(headers) => opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&FieldTableExtractor(headers))
+        }),
+        None => Context::new(),
+    }
+}
+
+/// Writes `span`'s context into outgoing AMQP `headers`.
+pub fn inject_amqp(span: &tracing::Span, headers: &mut FieldTable) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut FieldTableInjector(headers))
+    });
+}
+
+/// Makes `parent` the parent of `span` (call before entering it), and
+/// records the trace id on it so log lines inside carry it. Returns the
+/// trace id, or `None` when tracing is off.
+pub fn adopt(span: &tracing::Span, parent: Context) -> Option<String> {
+    // Err only when no OpenTelemetry layer is installed: tracing is off.
+    span.set_parent(parent).ok()?;
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id == opentelemetry::trace::TraceId::INVALID {
+        return None;
+    }
+    let trace_id = trace_id.to_string();
+    span.record("trace_id", trace_id.as_str());
+    Some(trace_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    #[test]
+    fn amqp_headers_carry_traceparent_both_ways() {
+        let mut headers = FieldTable::default();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        crate::amqp::set_header(&mut headers, "traceparent", traceparent);
+
+        let propagator = TraceContextPropagator::new();
+        let context = propagator.extract(&FieldTableExtractor(&headers));
+        let span_context = context.span().span_context().clone();
+        assert_eq!(
+            span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(span_context.is_remote());
+
+        let mut out = FieldTable::default();
+        propagator.inject_context(&context, &mut FieldTableInjector(&mut out));
+        assert_eq!(
+            FieldTableExtractor(&out).get("traceparent"),
+            Some(traceparent)
+        );
+    }
+
+    #[test]
+    fn garbage_headers_give_an_empty_context() {
+        let mut headers = FieldTable::default();
+        crate::amqp::set_header(&mut headers, "traceparent", "zz-not-a-traceparent");
+        headers.insert("tracestate".into(), AMQPValue::LongLongInt(7));
+        let context = TraceContextPropagator::new().extract(&FieldTableExtractor(&headers));
+        assert!(!context.span().span_context().is_valid());
+    }
+}

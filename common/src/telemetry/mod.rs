@@ -1,0 +1,197 @@
+//! Traces, logs and their export, set up the same way in every binary.
+//!
+//! - Logs go to stdout: human-readable, or one JSON object per line with
+//!   `LOG_FORMAT=json`; `RUST_LOG` filters them (default `info`). Lines
+//!   written inside a request's span carry its `trace_id`.
+//! - Spans and logs are exported over OTLP when an endpoint is configured
+//!   through the standard `OTEL_EXPORTER_OTLP_*` variables (gRPC or
+//!   HTTP/protobuf by `OTEL_EXPORTER_OTLP_PROTOCOL`), in batches on the SDK's
+//!   own threads, so requests never wait on the collector.
+//! - With `TRACE_FILE_DIR` set, spans are also written as OTLP JSON lines to
+//!   `<dir>/<service>.jsonl`, for `bin/trace` when no collector runs.
+//! - With neither, no OpenTelemetry layer is installed at all: nothing is
+//!   exported and nothing is slowed.
+//!
+//! `OTEL_SDK_DISABLED=true` turns all export off; `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER(_ARG)` are honoured.
+
+mod export;
+mod file;
+
+use std::io::IsTerminal;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Key, KeyValue};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config;
+
+pub use export::Signal;
+
+/// Flushes and stops the exporters when the service is done.
+#[must_use = "call shutdown() at exit, or spans still in the batch are lost"]
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes what is batched and stops the exporters. The SDK's shutdown
+    /// blocks, so it runs on the blocking pool.
+    pub async fn shutdown(self) {
+        let flushed = tokio::task::spawn_blocking(move || {
+            if let Some(tracer) = self.tracer_provider
+                && let Err(error) = tracer.shutdown()
+            {
+                eprintln!("flushing spans at shutdown: {error}");
+            }
+            if let Some(logger) = self.logger_provider
+                && let Err(error) = logger.shutdown()
+            {
+                eprintln!("flushing logs at shutdown: {error}");
+            }
+        })
+        .await;
+        if let Err(error) = flushed {
+            eprintln!("telemetry shutdown task failed: {error}");
+        }
+    }
+}
+
+/// Where spans and logs go, as the environment says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ExportPlan {
+    otlp_traces: bool,
+    otlp_logs: bool,
+    trace_file_dir: Option<String>,
+}
+
+impl ExportPlan {
+    fn from_env() -> Self {
+        let disabled =
+            config::var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if disabled {
+            return Self::default();
+        }
+        let endpoint = config::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let wanted = |exporter_var: &str| {
+            config::var(exporter_var).is_none_or(|v| !v.eq_ignore_ascii_case("none"))
+        };
+        Self {
+            otlp_traces: (endpoint || config::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some())
+                && wanted("OTEL_TRACES_EXPORTER"),
+            otlp_logs: (endpoint || config::var("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_some())
+                && wanted("OTEL_LOGS_EXPORTER"),
+            trace_file_dir: config::var("TRACE_FILE_DIR"),
+        }
+    }
+
+    fn traces(&self) -> bool {
+        self.otlp_traces || self.trace_file_dir.is_some()
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, first thing in
+/// `main`, inside the Tokio runtime (the gRPC exporter needs it).
+pub fn init(service_name: &str) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]),
+    );
+    let plan = ExportPlan::from_env();
+    let resource = resource(service_name);
+
+    let tracer_provider = plan.traces().then(|| {
+        let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+        if plan.otlp_traces {
+            match export::otlp_span_exporter() {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(error) => eprintln!("OTLP trace export disabled: {error}"),
+            }
+        }
+        if let Some(dir) = &plan.trace_file_dir {
+            match file::JsonLinesSpanExporter::create(dir, service_name) {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(error) => eprintln!("trace file export disabled: {error}"),
+            }
+        }
+        builder.build()
+    });
+    let logger_provider = plan.otlp_logs.then(|| {
+        let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
+        match export::otlp_log_exporter() {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(error) => eprintln!("OTLP log export disabled: {error}"),
+        }
+        builder.build()
+    });
+
+    let json = config::var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let stdout = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed()
+    };
+    let traces = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service_name.to_owned()))
+            .with_error_events_to_status(true)
+    });
+    // The exporters' own HTTP/gRPC stacks must not feed their logs back
+    // into the export they are performing.
+    let logs = logger_provider.as_ref().map(|provider| {
+        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(
+            "info,hyper=off,hyper_util=off,h2=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
+        ))
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stdout)
+        .with(traces)
+        .with(logs)
+        .init();
+    tracing::info!(
+        service = service_name,
+        otlp_traces = plan.otlp_traces,
+        otlp_logs = plan.otlp_logs,
+        trace_file_dir = plan.trace_file_dir.as_deref().unwrap_or("-"),
+        "starting"
+    );
+    Telemetry {
+        tracer_provider,
+        logger_provider,
+    }
+}
+
+/// The resource from the environment, named `service_name` unless
+/// `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names it.
+fn resource(service_name: &str) -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&Key::new("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named {
+        detected
+    } else {
+        Resource::builder()
+            .with_attribute(KeyValue::new("service.name", service_name.to_owned()))
+            .build()
+    }
+}
