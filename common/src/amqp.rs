@@ -315,6 +315,7 @@ where
             FieldTable::default(),
         )
         .await?;
+    crate::metrics::init_consumer(queue);
     readiness.set(true);
     crate::metrics::amqp_connected(true);
     tracing::info!(queue, "consuming");

@@ -41,6 +41,60 @@ pub fn render() -> String {
     handle().render()
 }
 
+/// Dead-lettering reasons, the `reason` label of
+/// `amqp_messages_dead_lettered_total`.
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "malformed",
+    "no_reply_to",
+    "reply_failed",
+    "no_callback_url",
+    "callback_failed",
+];
+
+/// Callback failure reasons, the `reason` label of
+/// `dispatcher_callback_failures_total`.
+pub const CALLBACK_FAILURE_REASONS: &[&str] = &[
+    "unknown_id",
+    "timeout",
+    "unreachable",
+    "server_error",
+    "refused",
+];
+
+/// Creates a consumer's counters at zero, so dashboards and `rate()` see
+/// the series before the first event rather than a gap.
+pub fn init_consumer(queue: &str) {
+    for name in [
+        "amqp_messages_consumed_total",
+        "amqp_messages_acked_total",
+        "amqp_messages_nacked_total",
+        "amqp_messages_redelivered_total",
+    ] {
+        metrics::counter!(name, "queue" => queue.to_owned()).increment(0);
+    }
+    for reason in DEAD_LETTER_REASONS {
+        metrics::counter!(
+            "amqp_messages_dead_lettered_total",
+            "queue" => queue.to_owned(),
+            "reason" => *reason,
+        )
+        .increment(0);
+    }
+}
+
+/// Creates public-web's own counters at zero.
+pub fn init_public_web() {
+    metrics::counter!("public_web_request_timeouts_total").increment(0);
+    pending_requests_gauge().set(0.0);
+}
+
+/// Creates the dispatcher's own counters at zero.
+pub fn init_dispatcher() {
+    for reason in CALLBACK_FAILURE_REASONS {
+        metrics::counter!("dispatcher_callback_failures_total", "reason" => *reason).increment(0);
+    }
+}
+
 pub fn http_request_finished(route: &str, method: &str, status: u16, elapsed: Duration) {
     metrics::histogram!(
         "http_server_request_duration_seconds",
@@ -82,6 +136,11 @@ pub fn amqp_dead_lettered(queue: &str, reason: &'static str) {
 
 pub fn amqp_connected(connected: bool) {
     metrics::gauge!("amqp_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
+/// Creates the export failure counter of `signal` at zero.
+pub fn init_telemetry_export(signal: &'static str) {
+    metrics::counter!("telemetry_export_failures_total", "signal" => signal).increment(0);
 }
 
 pub fn telemetry_export_failed(signal: &'static str) {

@@ -48,5 +48,6 @@ pub async fn accept(
         state.config.publish_timeout,
     )
     .await?;
+    tracing::debug!(event_id = %event.id, queue, "event published");
     Ok((StatusCode::CREATED, Json(json!({"id": event.id}))))
 }

@@ -36,6 +36,7 @@ impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         // Before any metric handle is taken: handles taken earlier stay no-ops.
         common::metrics::handle();
+        common::metrics::init_dispatcher();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let state = AppState {
             message_ttl_ms: config.message_ttl.as_millis().to_string().into(),

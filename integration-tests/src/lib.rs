@@ -5,6 +5,9 @@
 //! Also a small TCP proxy, so a test can make "the broker" appear and
 //! disappear on a port of its own without touching the shared broker.
 
+pub mod otlp;
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,6 +39,7 @@ impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         // Before any metric handle is taken: handles taken earlier stay no-ops.
         common::metrics::handle();
+        common::metrics::init_public_web();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let port = listener.local_addr()?.port();
         let callback_url = config

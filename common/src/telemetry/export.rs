@@ -37,6 +37,7 @@ pub struct Reported<E> {
 
 impl<E> Reported<E> {
     fn new(inner: E, signal: Signal) -> Self {
+        crate::metrics::init_telemetry_export(signal.label());
         Self {
             inner,
             signal,

@@ -101,6 +101,8 @@ impl ExportPlan {
 /// Installs the global subscriber and propagator. Call once, first thing in
 /// `main`, inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(service_name: &str) -> Telemetry {
+    // The exporters below create their failure counters: the recorder first.
+    crate::metrics::handle();
     opentelemetry::global::set_text_map_propagator(
         opentelemetry::propagation::TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
@@ -155,12 +157,13 @@ pub fn init(service_name: &str) -> Telemetry {
     });
     // The exporters' own HTTP/gRPC stacks must not feed their logs back
     // into the export they are performing.
+    let directives = config::string_or("RUST_LOG", "info");
     let logs = logger_provider.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(
-            "info,hyper=off,hyper_util=off,h2=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
-        ))
+        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(format!(
+            "{directives},hyper=off,hyper_util=off,h2=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off"
+        )))
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::new(directives);
     tracing_subscriber::registry()
         .with(filter)
         .with(stdout)

@@ -1,0 +1,333 @@
+//! End-to-end telemetry: the three services as processes, exporting to a
+//! real OTLP receiver over gRPC and HTTP/protobuf, against the real broker.
+//! One ping must be one trace with every hop parented correctly; logs carry
+//! the trace id; `/metrics` counts what happened.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use integration_tests::otlp::{ReceivedSpan, Receiver};
+use integration_tests::processes::{ProcessStack, metric_names, metric_value};
+use integration_tests::*;
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
+
+/// Spans a ping produces, in causal order: (service, kind, name).
+fn expected_chain(topology: &Topology) -> Vec<(&'static str, i32, String)> {
+    let request = &topology.request_queue;
+    let response = &topology.response_queue;
+    vec![
+        ("public-web", SERVER, "POST /".to_owned()),
+        ("public-web", CLIENT, "POST".to_owned()),
+        ("dispatcher", SERVER, "POST /".to_owned()),
+        ("dispatcher", PRODUCER, format!("{request} publish")),
+        ("ping-listener", CONSUMER, format!("{request} process")),
+        ("ping-listener", PRODUCER, format!("{response} publish")),
+        ("dispatcher", CONSUMER, format!("{response} process")),
+        ("dispatcher", CLIENT, "POST".to_owned()),
+        ("public-web", SERVER, "POST /dispatch".to_owned()),
+    ]
+}
+
+fn otel_env(receiver: &Receiver, protocol: &str) -> Vec<(String, String)> {
+    [
+        ("AMQP_URL", amqp_url()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol)),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
+        ("RUST_LOG", "info,dispatcher=debug".to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Finds the chain in `spans` and checks each link's parent and kind.
+/// Returns the spans in chain order.
+fn assert_chain(
+    spans: &[ReceivedSpan],
+    topology: &Topology,
+    root_parent: Option<&str>,
+) -> Vec<ReceivedSpan> {
+    let mut chain = Vec::new();
+    for (service, kind, name) in expected_chain(topology) {
+        let matching: Vec<_> = spans
+            .iter()
+            .filter(|s| s.service == service && s.span.kind == kind && s.span.name == name)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "exactly one {service} {name} span of kind {kind}; have {:?}",
+            spans
+                .iter()
+                .map(|s| (&s.service, &s.span.name, s.span.kind))
+                .collect::<Vec<_>>()
+        );
+        chain.push(matching[0].clone());
+    }
+    match root_parent {
+        Some(parent) => assert_eq!(chain[0].parent_span_id(), parent),
+        None => assert_eq!(chain[0].parent_span_id(), ""),
+    }
+    for pair in chain.windows(2) {
+        assert_eq!(
+            pair[1].parent_span_id(),
+            pair[0].span_id(),
+            "{} {} is a child of {} {}",
+            pair[1].service,
+            pair[1].span.name,
+            pair[0].service,
+            pair[0].span.name
+        );
+    }
+    let ids: HashSet<String> = spans.iter().map(ReceivedSpan::span_id).collect();
+    for span in spans {
+        let parent = span.parent_span_id();
+        assert!(
+            parent.is_empty() || ids.contains(&parent) || Some(parent.as_str()) == root_parent,
+            "the parent of {} {} is in the trace",
+            span.service,
+            span.span.name
+        );
+    }
+    chain
+}
+
+async fn one_ping_is_one_trace(protocol: &str) {
+    let receiver = Receiver::start().await;
+    let topology = Topology::new();
+    let mut stack = ProcessStack::start(&topology, &otel_env(&receiver, protocol)).await;
+
+    let client_trace = uuid::Uuid::new_v4().simple().to_string();
+    let client_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let response = reqwest::Client::new()
+        .post(stack.public_web.url())
+        .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+        .json(&ping_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-trace-id"], client_trace.as_str());
+    let event = as_event(response.json().await.unwrap());
+
+    let spans = receiver
+        .wait_for_spans(&client_trace, 9, Duration::from_secs(20))
+        .await;
+    let chain = assert_chain(&spans, &topology, Some(client_span));
+
+    let server = &chain[0];
+    assert_eq!(
+        server.attribute("http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(server.attribute("http.route").as_deref(), Some("/"));
+    assert_eq!(
+        server.attribute("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    let client = &chain[1];
+    assert_eq!(
+        client.attribute("http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        client.attribute("http.response.status_code").as_deref(),
+        Some("201")
+    );
+    assert_eq!(
+        client.attribute("server.port"),
+        Some(stack.dispatcher.port.to_string())
+    );
+    for (span, queue, operation) in [
+        (&chain[3], &topology.request_queue, "send"),
+        (&chain[4], &topology.request_queue, "process"),
+        (&chain[5], &topology.response_queue, "send"),
+        (&chain[6], &topology.response_queue, "process"),
+    ] {
+        assert_eq!(
+            span.attribute("messaging.system").as_deref(),
+            Some("rabbitmq")
+        );
+        assert_eq!(
+            span.attribute("messaging.destination.name").as_ref(),
+            Some(queue)
+        );
+        assert_eq!(
+            span.attribute("messaging.operation.type").as_deref(),
+            Some(operation)
+        );
+        assert_eq!(
+            span.attribute("messaging.message.id"),
+            Some(event.id.clone())
+        );
+    }
+    assert_eq!(
+        chain[8].attribute("http.route").as_deref(),
+        Some("/dispatch")
+    );
+    assert_eq!(
+        chain[8].attribute("http.response.status_code").as_deref(),
+        Some("204")
+    );
+
+    // The dispatcher's log line inside the request carries the trace id,
+    // both as an OTLP log record and on stdout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !receiver.logs().iter().any(|log| {
+        log.service == "dispatcher"
+            && log.trace_id() == client_trace
+            && log.body() == "event published"
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no OTLP log record with the trace id"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stdout = stack.dispatcher.drain_stdout();
+    let line = stdout
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "event published")
+        .expect("the JSON log line");
+    assert_eq!(line["span"]["trace_id"], client_trace.as_str());
+
+    // /metrics counted the request, the publish and the ack.
+    let public_web = reqwest::get(format!("{}/metrics", stack.public_web.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = [
+        ("http_route", "/"),
+        ("http_request_method", "POST"),
+        ("http_response_status_code", "200"),
+    ];
+    assert_eq!(
+        metric_value(
+            &public_web,
+            "http_server_request_duration_seconds_count",
+            &labels
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&public_web, "public_web_pending_requests", &[]),
+        Some(0.0)
+    );
+    let dispatcher = reqwest::get(format!("{}/metrics", stack.dispatcher.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request_queue = [("queue", topology.request_queue.as_str())];
+    assert_eq!(
+        metric_value(&dispatcher, "amqp_messages_published_total", &request_queue),
+        Some(1.0)
+    );
+    let listener = reqwest::get(format!("{}/metrics", stack.listener.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_value(&listener, "amqp_messages_acked_total", &request_queue),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &listener,
+            "telemetry_export_failures_total",
+            &[("signal", "traces")]
+        ),
+        Some(0.0)
+    );
+
+    // Every metric the Grafana dashboard queries is one the services export.
+    let exported: HashSet<String> = [&public_web, &dispatcher, &listener]
+        .into_iter()
+        .flat_map(|text| metric_names(text))
+        .collect();
+    for name in stack_check::dashboard_metric_names() {
+        assert!(
+            exported.contains(&name),
+            "the dashboard's {name} is exported"
+        );
+    }
+
+    assert!(stack.terminate().await, "every service exits 0 on SIGTERM");
+}
+
+#[tokio::test]
+async fn one_ping_is_one_trace_over_grpc() {
+    one_ping_is_one_trace("grpc").await;
+}
+
+#[tokio::test]
+async fn one_ping_is_one_trace_over_http_protobuf() {
+    one_ping_is_one_trace("http/protobuf").await;
+}
+
+#[tokio::test]
+async fn concurrent_pings_make_separate_complete_traces() {
+    let receiver = Receiver::start().await;
+    let topology = Topology::new();
+    let stack = ProcessStack::start(&topology, &otel_env(&receiver, "grpc")).await;
+    let client = reqwest::Client::new();
+
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let client = client.clone();
+            let url = stack.public_web.url();
+            tokio::spawn(async move {
+                let response = client.post(url).json(&ping_body()).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.headers()["x-trace-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    let mut trace_ids = HashSet::new();
+    for request in requests {
+        trace_ids.insert(request.await.unwrap());
+    }
+    assert_eq!(trace_ids.len(), 200, "every request has its own trace");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let by_trace = loop {
+        let mut by_trace: HashMap<String, Vec<ReceivedSpan>> = HashMap::new();
+        for span in receiver.spans() {
+            by_trace.entry(span.trace_id()).or_default().push(span);
+        }
+        let complete = trace_ids
+            .iter()
+            .filter(|id| by_trace.get(*id).is_some_and(|spans| spans.len() >= 9))
+            .count();
+        if complete == trace_ids.len() {
+            break by_trace;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{complete} of 200 traces complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for trace_id in &trace_ids {
+        let spans = &by_trace[trace_id];
+        assert_eq!(spans.len(), 9, "trace {trace_id} has only its own 9 spans");
+        assert_chain(spans, &topology, None);
+    }
+    assert!(stack.terminate().await);
+}
