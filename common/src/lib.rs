@@ -7,6 +7,7 @@
 //! own routes and handlers.
 
 pub mod amqp;
+pub mod callback_auth;
 pub mod config;
 pub mod event;
 pub mod http;

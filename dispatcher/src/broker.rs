@@ -9,6 +9,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use common::Event;
 use common::amqp::{self, CALLBACK_URL_HEADER, Readiness};
+use common::callback_auth::{CallbackSecret, SIGNATURE_HEADER};
 use common::http;
 use lapin::message::Delivery;
 use lapin::options::BasicQosOptions;
@@ -83,7 +84,8 @@ async fn session(
         |delivery| {
             let http = http.clone();
             let retries = config.callback_retries;
-            async move { call_back(delivery, &http, retries).await }
+            let secret = config.callback_secret.clone();
+            async move { call_back(delivery, &http, retries, secret.as_ref()).await }
         },
     )
     .await;
@@ -129,7 +131,12 @@ impl CallbackError {
 /// restarted, or a duplicate delivery): acked and logged, never retried.
 /// Transport errors and 5xx are retried a bounded number of times; what
 /// still fails is dead-lettered.
-async fn call_back(mut delivery: Delivery, http: &reqwest::Client, retries: usize) {
+async fn call_back(
+    mut delivery: Delivery,
+    http: &reqwest::Client,
+    retries: usize,
+    secret: Option<&CallbackSecret>,
+) {
     if let Err(error) = Event::from_slice(&delivery.data) {
         tracing::warn!(%error, "poison response; dead-lettering it");
         return amqp::dead_letter(&delivery, "malformed").await;
@@ -142,17 +149,19 @@ async fn call_back(mut delivery: Delivery, http: &reqwest::Client, retries: usiz
     };
     // Sent as received: the listener's JSON is not parsed into a new body.
     let body = Bytes::from(std::mem::take(&mut delivery.data));
+    let signature = secret.map(|secret| secret.sign(&body));
 
     let attempt = || async {
         let span = http::client_span("POST", &callback_url);
-        let sent = http
+        let mut request = http
             .post(callback_url.clone())
             .headers(http::client_headers(&span))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
-            .instrument(span.clone())
-            .await;
+            .body(body.clone());
+        if let Some(signature) = &signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        let sent = request.send().instrument(span.clone()).await;
         http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
         match sent?.status() {
             status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(status),

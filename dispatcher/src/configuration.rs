@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::callback_auth::CallbackSecret;
 use common::config::{self, ConfigError};
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Config {
     pub callback_retries: usize,
     /// The largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Signs every callback's body when set (`CALLBACK_SECRET`).
+    pub callback_secret: Option<CallbackSecret>,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             callback_timeout: config::millis_or("CALLBACK_TIMEOUT_MS", 5_000)?,
             callback_retries: config::parse_or("CALLBACK_RETRIES", 3)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
+            callback_secret: CallbackSecret::from_env(),
         })
     }
 }

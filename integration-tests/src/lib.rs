@@ -151,6 +151,7 @@ pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::con
         callback_timeout: Duration::from_secs(5),
         callback_retries: 3,
         max_body_bytes: 64 * 1024,
+        callback_secret: None,
     }
 }
 
@@ -203,6 +204,8 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::configuration::Con
         max_pending: 100_000,
         max_body_bytes: 64 * 1024,
         dispatcher_timeout: Duration::from_secs(5),
+        callback_secret: None,
+        dispatch_port: None,
     }
 }
 

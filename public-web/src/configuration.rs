@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use common::callback_auth::CallbackSecret;
 use common::config::{self, ConfigError};
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,12 @@ pub struct Config {
     /// How long the forward to the dispatcher may take
     /// (`DISPATCHER_TIMEOUT_MS`).
     pub dispatcher_timeout: Duration,
+    /// When set, `/dispatch` accepts only callbacks signed with it
+    /// (`CALLBACK_SECRET`).
+    pub callback_secret: Option<CallbackSecret>,
+    /// When set, `/dispatch` is served on this port only, apart from the
+    /// public routes (`DISPATCH_PORT`); 0 picks a free one.
+    pub dispatch_port: Option<u16>,
 }
 
 impl Config {
@@ -35,6 +42,10 @@ impl Config {
             max_pending: config::parse_or("MAX_PENDING", 100_000)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             dispatcher_timeout: config::millis_or("DISPATCHER_TIMEOUT_MS", 5_000)?,
+            callback_secret: CallbackSecret::from_env(),
+            dispatch_port: config::var("DISPATCH_PORT")
+                .map(|_| config::parse_or("DISPATCH_PORT", 0))
+                .transpose()?,
         })
     }
 }

@@ -1,9 +1,13 @@
 //! public-web's handlers.
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use common::Event;
+use common::callback_auth::SIGNATURE_HEADER;
 use common::event::HandlerError;
 use common::http::{self, ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
 use tokio::time::Instant;
@@ -62,6 +66,41 @@ async fn forward(state: &AppState, event: &Event) -> Result<(), PublicWebError> 
         )
     });
     Err(PublicWebError::DispatcherRefused(refusal))
+}
+
+/// Lets a `/dispatch` callback through only if it carries the body's
+/// signature under the shared secret (when one is configured): 401 else.
+pub async fn require_signature(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(secret) = &state.config.callback_secret else {
+        return Ok(next.run(request).await);
+    };
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "callback body over the limit",
+            )
+        })?;
+    let signature = parts
+        .headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok());
+    if !secret.verify(&body, signature) {
+        tracing::warn!("callback with a missing or wrong signature refused");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the callback is not signed with the shared secret",
+        ));
+    }
+    Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
 
 /// `POST /dispatch`: the dispatcher delivers a response event.

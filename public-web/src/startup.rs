@@ -29,9 +29,11 @@ pub struct AppState {
     pub callback_url: HeaderValue,
 }
 
-/// public-web bound to its port, ready to run.
+/// public-web bound to its port(s), ready to run.
 pub struct Application {
     listener: TcpListener,
+    /// The internal listener for `/dispatch`, when `DISPATCH_PORT` is set.
+    internal: Option<TcpListener>,
     state: AppState,
 }
 
@@ -41,7 +43,11 @@ impl Application {
         common::metrics::handle();
         common::metrics::init_public_web();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
-        let port = listener.local_addr()?.port();
+        let internal = match config.dispatch_port {
+            Some(port) => Some(TcpListener::bind(("0.0.0.0", port)).await?),
+            None => None,
+        };
+        let port = internal.as_ref().unwrap_or(&listener).local_addr()?.port();
         let callback_url = config
             .callback_url
             .clone()
@@ -62,7 +68,11 @@ impl Application {
             callback_url,
             config: Arc::new(config),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            internal,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -76,28 +86,69 @@ impl Application {
         self.state.pending.clone()
     }
 
+    /// Where `/dispatch` is served: the internal listener if any.
+    pub fn dispatch_addr(&self) -> SocketAddr {
+        self.internal
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+            .unwrap_or_else(|| self.local_addr())
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        tracing::info!(addr = %self.local_addr(), callback_url = ?self.state.callback_url, "public-web listening");
-        http::serve(self.listener, router(self.state), shutdown).await
+        tracing::info!(
+            addr = %self.local_addr(),
+            dispatch_addr = %self.dispatch_addr(),
+            callback_url = ?self.state.callback_url,
+            signed_callbacks = self.state.config.callback_secret.is_some(),
+            "public-web listening"
+        );
+        let config = self.state.config.clone();
+        let Some(internal) = self.internal else {
+            let app = public_routes(self.state.clone()).merge(dispatch_routes(self.state));
+            return http::serve(self.listener, with_layers(app, &config), shutdown).await;
+        };
+        let internal_app = with_layers(dispatch_routes(self.state.clone()), &config);
+        let public_app = with_layers(public_routes(self.state), &config);
+        let (public, internal) = tokio::join!(
+            http::serve(self.listener, public_app, shutdown.clone()),
+            http::serve(internal, internal_app, shutdown),
+        );
+        public.and(internal)
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The standard limits, with a whole-request limit above the parked-request
+/// timeout so the 504 with its JSON body always wins the race.
+fn with_layers(app: Router, config: &Config) -> Router {
+    http::with_standard_layers(
+        app,
+        config.max_body_bytes,
+        config.request_timeout + Duration::from_secs(5),
+    )
+}
+
+/// `POST /dispatch`, behind the signature check when a secret is set.
+fn dispatch_routes(state: AppState) -> Router {
+    Router::new()
+        .route("/dispatch", post(routes::dispatch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::require_signature,
+        ))
+        .with_state(state)
+}
+
+/// Everything but `/dispatch`.
+fn public_routes(state: AppState) -> Router {
     let readiness = http::readiness({
         let state = state.clone();
         move || dispatcher_ready(state.clone())
     });
-    // The whole-request limit sits above the parked-request timeout so the
-    // 504 with its JSON body always wins the race.
-    let request_limit = state.config.request_timeout + Duration::from_secs(5);
-    let max_body = state.config.max_body_bytes;
-    let app = Router::new()
+    Router::new()
         .route("/", post(routes::submit))
-        .route("/dispatch", post(routes::dispatch))
         .route("/ping", post(routes::ping))
         .merge(http::operational_routes(readiness))
-        .with_state(state);
-    http::with_standard_layers(app, max_body, request_limit)
+        .with_state(state)
 }
 
 /// Ready when the dispatcher says it is ready.
