@@ -10,10 +10,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::BasicQosOptions;
 use lapin::types::FieldTable;
@@ -197,12 +199,26 @@ async fn answer<H: Handler>(
     };
 
     let request_id = request.id.clone();
-    let response = match handler.handle(request).await {
-        Ok(response) => response,
-        Err(error) => {
+    // A panic is a bug, not an answer: retry once (another instance may
+    // fare better), then dead-letter, so it can never loop.
+    let handled = AssertUnwindSafe(handler.handle(request))
+        .catch_unwind()
+        .await;
+    let response = match handled {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
             tracing::Span::current().record("otel.status_code", "ERROR");
             tracing::warn!(event_id = %request_id, error = %error, "handler answered with an error");
             error.into_event(request_id.clone())
+        }
+        Err(_) if delivery.redelivered => {
+            tracing::error!(event_id = %request_id, "handler panicked again; dead-lettering the request");
+            return amqp::dead_letter(&delivery, "handler_panicked").await;
+        }
+        Err(_) => {
+            tracing::error!(event_id = %request_id, "handler panicked; requeueing the request once");
+            tracing::Span::current().record("otel.status_code", "ERROR");
+            return amqp::requeue(&delivery).await;
         }
     };
 

@@ -49,6 +49,7 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
     "reply_failed",
     "no_callback_url",
     "callback_failed",
+    "handler_panicked",
 ];
 
 /// Callback failure reasons, the `reason` label of

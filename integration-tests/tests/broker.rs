@@ -134,3 +134,50 @@ async fn poison_responses_are_dead_lettered() {
     assert_eq!(Topology::depth(&dead).await, 2);
     amqp::close(&connection).await;
 }
+
+#[tokio::test]
+async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
+    let topology = Topology::new();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let handler = move |_request: common::Event| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { panic!("a handler bug") }
+    };
+    let listener = spawn_listener(listener_config(&topology, &amqp_url()), handler).await;
+    wait_ready(&listener.url()).await;
+
+    let connection = connect().await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            topology.request_queue.as_str().into(),
+            BasicPublishOptions::default(),
+            br#"{"id": "boom", "type": "PingRequest", "data": {}}"#,
+            BasicProperties::default().with_reply_to(topology.response_queue.as_str().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let dead = amqp::dead_letter_queue(&topology.request_queue);
+    for _ in 0..200 {
+        if Topology::depth(&dead).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(Topology::depth(&dead).await, 1);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one retry, no more"
+    );
+    let (status, _) = reqwest::get(format!("{}/readyz", listener.url()))
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200, "the listener keeps serving");
+    amqp::close(&connection).await;
+}
