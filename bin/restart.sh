@@ -34,6 +34,7 @@ stop_service() {
 start_service() {
     local name="$1" port="$2"
     PORT="$port" DISPATCHER_URL="http://127.0.0.1:$DISPATCHER_PORT" \
+        TRACE_FILE_DIR="${TRACE_FILE_DIR-$PWD/out/traces}" \
         nohup "target/release/$name" >"out/logs/$name.log" 2>&1 &
     echo $! >"out/pids/$name.pid"
 }
