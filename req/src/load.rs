@@ -72,6 +72,9 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Draw a progress bar on stderr (the caller checks it is a terminal).
     pub show_progress: bool,
+    /// At most this many requests per second across all workers (`--rate`):
+    /// a paced run for soaks, instead of as fast as the server answers.
+    pub rate: Option<f64>,
 }
 
 /// What a run measured. Serializes to the one-line JSON `req --json` prints.
@@ -160,6 +163,8 @@ struct Shared {
     /// Outcomes so far, for the progress bar.
     answered: AtomicU64,
     failed: AtomicU64,
+    /// One tick per request slot when the run is paced.
+    pacer: Option<tokio::sync::Mutex<tokio::time::Interval>>,
 }
 
 impl Shared {
@@ -203,6 +208,12 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, reqwest::Error> 
         started: AtomicU64::new(0),
         answered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        pacer: config.rate.filter(|rate| *rate > 0.0).map(|rate| {
+            let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            // A slow answer must not be followed by a burst that catches up.
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::sync::Mutex::new(interval)
+        }),
     });
 
     let bar = progress_bar(config.limit, config.show_progress);
@@ -268,6 +279,9 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
         abandoned: 0,
     };
     while shared.claim() {
+        if let Some(pacer) = &shared.pacer {
+            pacer.lock().await.tick().await;
+        }
         let body = shared.payload.body();
         let sent = Instant::now();
         let exchange = exchange(&shared.client, shared.url.clone(), body);

@@ -45,6 +45,9 @@ struct Cli {
     /// Load: stop after this long (e.g. 10s, 1m30s); in-flight requests are dropped.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Load: send at most this many requests per second (paced, for soaks).
+    #[arg(long, value_name = "PER_SECOND", requires = "limit")]
+    rate: Option<f64>,
     /// How long one request may take before it fails as a timeout.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -151,6 +154,7 @@ async fn load(cli: &Cli, url: Url, payload: Payload, limit: Limit) -> anyhow::Re
         limit,
         timeout: cli.timeout,
         show_progress: std::io::stderr().is_terminal(),
+        rate: cli.rate,
     })
     .await
     .context("could not start the load run")?;

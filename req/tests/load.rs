@@ -22,6 +22,7 @@ fn config(url: reqwest::Url, concurrency: usize, limit: Limit) -> LoadConfig {
         limit,
         timeout: Duration::from_secs(10),
         show_progress: false,
+        rate: None,
     }
 }
 
@@ -198,4 +199,20 @@ async fn report_serializes_to_one_json_line_with_the_contract_keys() {
     let json: Value = serde_json::from_str(&failing.to_json_line()).unwrap();
     assert_eq!(json["errors"], 3);
     assert_eq!(json["errors_by_kind"], json!({"404": 3}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_paces_the_run() {
+    let stub = support::start().await;
+    let mut paced = config(url(&stub, "/ping"), 4, Limit::Requests(20));
+    paced.rate = Some(50.0);
+    let started = Instant::now();
+    let report = run_load(paced).await.unwrap();
+    let elapsed = started.elapsed();
+
+    assert_eq!(report.requests, 20);
+    assert_eq!(report.errors, 0, "{report:?}");
+    // 20 slots 20 ms apart, the first at once: at least 380 ms.
+    assert!(elapsed >= Duration::from_millis(370), "{elapsed:?}");
+    assert!(report.rps <= 55.0, "{report:?}");
 }
