@@ -10,12 +10,25 @@ source bin/lib/setup.sh
 PUBLIC_WEB_PORT="${PUBLIC_WEB_PORT:-3000}"
 DISPATCHER_PORT="${DISPATCHER_PORT:-3001}"
 PING_LISTENER_PORT="${PING_LISTENER_PORT:-3002}"
+PRIME_LISTENER_PORT="${PRIME_LISTENER_PORT:-3003}"
+SCENARIO_LISTENER_PORT="${SCENARIO_LISTENER_PORT:-3004}"
 # name:port, in start order (any order works; this one is ready soonest)
 SERVICES=(
     "ping-listener:$PING_LISTENER_PORT"
+    "prime-listener:$PRIME_LISTENER_PORT"
+    "scenario-listener:$SCENARIO_LISTENER_PORT"
     "dispatcher:$DISPATCHER_PORT"
     "public-web:$PUBLIC_WEB_PORT"
 )
+# Exported for every service; each reads only its own. Every event type of
+# both example scenarios is routed to scenario-listener's queue, so either
+# example works as SCENARIO_CONFIG.
+SCENARIO_TYPES=(OrderRequest InventoryRequest PaymentRequest
+    GatewayRequest AuthRequest ProfileRequest StorageRequest CacheRequest)
+export ROUTES="${ROUTES:-PingRequest=ping-request,NthPrimeRequest=prime-request$(printf ',%s=scenario-request' "${SCENARIO_TYPES[@]}")}"
+export SCENARIO_CONFIG="${SCENARIO_CONFIG:-examples/scenario-order.yaml}"
+# scenario-listener's calls go to the public-web started here.
+export PUBLIC_WEB_URL="http://127.0.0.1:$PUBLIC_WEB_PORT"
 mkdir -p out/logs out/pids
 
 stop_service() {
@@ -60,7 +73,8 @@ wait_ready() {
 ensure_broker
 ensure_tool curl curl
 log "building (release)"
-cargo build --release --quiet -p public-web -p dispatcher -p ping-listener
+cargo build --release --quiet -p public-web -p dispatcher -p ping-listener \
+    -p prime-listener -p scenario-listener
 
 for entry in "${SERVICES[@]}"; do stop_service "${entry%%:*}"; done
 for entry in "${SERVICES[@]}"; do start_service "${entry%%:*}" "${entry##*:}"; done

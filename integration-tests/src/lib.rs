@@ -387,3 +387,115 @@ pub fn counting_ping_handler(counter: Arc<std::sync::atomic::AtomicUsize>) -> im
         ping_listener::handle(request)
     }
 }
+
+/// A listener's configuration on `queue` under `service_name`, on a free
+/// port: for listeners other than the ping one.
+pub fn listener_config_on(service_name: &str, queue: &str) -> ListenerConfig {
+    ListenerConfig {
+        service_name: service_name.to_owned(),
+        port: 0,
+        amqp_url: amqp_url(),
+        queue: queue.to_owned(),
+        prefetch: 16,
+        publish_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A dispatcher routing by `routes` (`Type=queue,...`) with its responses
+/// on `topology`'s response queue, and public-web in front of it; both
+/// ready. Returns (dispatcher, public-web).
+pub async fn spawn_front(topology: &Topology, routes: &str) -> (Running, Running) {
+    let mut config = dispatcher_config(topology, &amqp_url());
+    config.routes = routes.parse().expect("routes");
+    let dispatcher = spawn_dispatcher(config).await;
+    let (public_web, _pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
+    wait_ready(&dispatcher.url()).await;
+    wait_ready(&public_web.url()).await;
+    (dispatcher, public_web)
+}
+
+/// A prime-listener on `queue` accepting n up to `max_n`; ready.
+pub async fn spawn_prime_listener(queue: &str, max_n: u64) -> Running {
+    let handler =
+        prime_listener::PrimeHandler::new(&prime_listener::PrimeConfig { max_n, workers: 2 });
+    let listener = spawn_listener(listener_config_on("prime-listener-test", queue), handler).await;
+    wait_ready(&listener.url()).await;
+    listener
+}
+
+/// The scenario handler for `config` (JSON), calling through public-web at
+/// `public_web_url`.
+pub fn scenario(config: &Value, public_web_url: &str) -> scenario_listener::Scenario {
+    let config = scenario_listener::ScenarioConfig::from_json(&config.to_string())
+        .unwrap_or_else(|error| panic!("the test scenario is valid: {error:?}"));
+    scenario_listener::Scenario::new(config, public_web_url).expect("public-web's URL")
+}
+
+/// A scenario-listener on `queue` acting out `config` (JSON); ready.
+pub async fn spawn_scenario_listener(queue: &str, config: &Value, public_web_url: &str) -> Running {
+    let handler = scenario(config, public_web_url);
+    let listener =
+        spawn_listener(listener_config_on("scenario-listener-test", queue), handler).await;
+    wait_ready(&listener.url()).await;
+    listener
+}
+
+/// The platform a scenario test runs on: the given scenario event types
+/// routed to `scenarios`' request queue, `NthPrimeRequest` to `primes'`
+/// with a prime-listener on it. The scenario-listener is the test's to
+/// start, on `scenarios.request_queue`.
+pub struct ScenarioPlatform {
+    pub dispatcher: Running,
+    pub public_web: Running,
+    pub prime_listener: Running,
+    // Last, so the queues go after the services that use them.
+    pub scenarios: Topology,
+    pub primes: Topology,
+}
+
+impl ScenarioPlatform {
+    pub async fn start(scenario_types: &[&str]) -> Self {
+        let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+        let scenarios = Topology {
+            request_queue: format!("{prefix}-scenario"),
+            response_queue: format!("{prefix}-responses"),
+        };
+        // Only its request queue is used; the other one is never created.
+        let primes = Topology {
+            request_queue: format!("{prefix}-prime"),
+            response_queue: format!("{prefix}-prime-responses"),
+        };
+        let mut routes: Vec<String> = scenario_types
+            .iter()
+            .map(|kind| format!("{kind}={}", scenarios.request_queue))
+            .collect();
+        routes.push(format!("NthPrimeRequest={}", primes.request_queue));
+        let (dispatcher, public_web) = spawn_front(&scenarios, &routes.join(",")).await;
+        let prime_listener = spawn_prime_listener(&primes.request_queue, 100_000).await;
+        Self {
+            dispatcher,
+            public_web,
+            prime_listener,
+            scenarios,
+            primes,
+        }
+    }
+
+    /// A scenario-listener acting out `config` (JSON); ready.
+    pub async fn scenario_listener(&self, config: &Value) -> Running {
+        spawn_scenario_listener(
+            &self.scenarios.request_queue,
+            config,
+            &self.public_web.url(),
+        )
+        .await
+    }
+
+    /// Sends an event of `kind` with `data` to public-web; the status and
+    /// the JSON body.
+    pub async fn send(&self, kind: &str, data: Value) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let event = json!({"type": kind, "data": data});
+        post_json(&client, &self.public_web.url(), &event).await
+    }
+}
