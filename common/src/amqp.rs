@@ -131,6 +131,7 @@ pub async fn publish_confirmed(
         otel.name = format!("{routing_key} publish"),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         messaging.system = "rabbitmq",
         messaging.operation.type = "send",
         messaging.operation.name = "publish",
@@ -172,7 +173,7 @@ pub async fn publish_confirmed(
     match &result {
         Ok(()) => crate::metrics::amqp_published(routing_key),
         Err(error) => {
-            span.record("otel.status_code", "ERROR");
+            crate::telemetry::record_error(&span, error);
             span.in_scope(|| tracing::warn!(error = %error, "publish failed"));
         }
     }
@@ -362,6 +363,7 @@ fn consumer_span(queue: &str, delivery: &Delivery) -> tracing::Span {
         otel.name = format!("{queue} process"),
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         messaging.system = "rabbitmq",
         messaging.operation.type = "process",
         messaging.operation.name = "deliver",
@@ -405,7 +407,10 @@ pub async fn requeue(delivery: &Delivery) {
 /// Rejects without requeue: the queue's dead-letter exchange takes it. The
 /// current span is marked as failed and `reason` labels the count.
 pub async fn dead_letter(delivery: &Delivery, reason: &'static str) {
-    tracing::Span::current().record("otel.status_code", "ERROR");
+    crate::telemetry::record_error(
+        &tracing::Span::current(),
+        format!("dead-lettered: {reason}"),
+    );
     match delivery.reject(BasicRejectOptions { requeue: false }).await {
         Ok(_) => crate::metrics::amqp_dead_lettered(delivery.routing_key.as_str(), reason),
         Err(error) => tracing::warn!(%error, "could not reject the delivery"),

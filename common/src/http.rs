@@ -26,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
 use crate::event::{EnvelopeError, Event, EventInput};
-use crate::propagation;
+use crate::{propagation, telemetry};
 
 /// The header that carries the public-web instance's `/dispatch` URL from
 /// public-web to the dispatcher.
@@ -265,6 +265,7 @@ async fn observe(request: Request, next: Next) -> Response {
         otel.name = format!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         http.request.method = %method,
         http.route = %route,
         url.path = %request.uri().path(),
@@ -278,7 +279,7 @@ async fn observe(request: Request, next: Next) -> Response {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+        telemetry::record_error(&span, format!("HTTP {}", status.as_u16()));
     }
     crate::metrics::http_request_finished(&route, &method, status.as_u16(), started.elapsed());
     if let Some(trace_id) = trace_id.and_then(|id| HeaderValue::try_from(id).ok()) {
@@ -295,6 +296,7 @@ pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {
         otel.name = method,
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         http.request.method = method,
         url.full = %url,
         server.address = url.host_str().unwrap_or_default(),
@@ -317,11 +319,11 @@ pub fn record_client_outcome(span: &tracing::Span, outcome: Result<StatusCode, &
         Ok(status) => {
             span.record("http.response.status_code", status.as_u16());
             if status.is_client_error() || status.is_server_error() {
-                span.record("otel.status_code", "ERROR");
+                telemetry::record_error(span, format!("HTTP {}", status.as_u16()));
             }
         }
         Err(error) => {
-            span.record("otel.status_code", "ERROR");
+            telemetry::record_error(span, error);
             span.in_scope(|| tracing::warn!(error = %error, "HTTP call failed"));
         }
     }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{self, CALLBACK_URL_HEADER, Readiness};
 use crate::config::{self, ConfigError};
 use crate::event::{Event, HandlerError};
-use crate::http;
+use crate::{http, telemetry};
 
 /// Turns a request event into its response event.
 pub trait Handler: Send + Sync + 'static {
@@ -207,7 +207,7 @@ async fn answer<H: Handler>(
     let response = match handled {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            tracing::Span::current().record("otel.status_code", "ERROR");
+            telemetry::record_error(&tracing::Span::current(), &error);
             tracing::warn!(event_id = %request_id, error = %error, "handler answered with an error");
             error.into_event(request_id.clone())
         }
@@ -217,7 +217,7 @@ async fn answer<H: Handler>(
         }
         Err(_) => {
             tracing::error!(event_id = %request_id, "handler panicked; requeueing the request once");
-            tracing::Span::current().record("otel.status_code", "ERROR");
+            telemetry::record_error(&tracing::Span::current(), "handler panicked");
             return amqp::requeue(&delivery).await;
         }
     };

@@ -150,19 +150,25 @@ pub fn init(service_name: &str) -> Telemetry {
             .with_ansi(std::io::stdout().is_terminal())
             .boxed()
     };
+    // Exported spans and logs are the platform's own: the exporters' HTTP and
+    // gRPC stacks must not feed their logs back into the export they are
+    // performing, and lapin's connection-long `io_loop` span is not a
+    // request.
+    let directives = config::string_or("RUST_LOG", "info");
+    let exported = || {
+        EnvFilter::new(format!(
+            "{directives},lapin=off,amq_protocol=off,hyper=off,hyper_util=off,h2=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off"
+        ))
+    };
     let traces = tracer_provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service_name.to_owned()))
             .with_error_events_to_status(true)
+            .with_filter(exported())
     });
-    // The exporters' own HTTP/gRPC stacks must not feed their logs back
-    // into the export they are performing.
-    let directives = config::string_or("RUST_LOG", "info");
-    let logs = logger_provider.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(format!(
-            "{directives},hyper=off,hyper_util=off,h2=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off"
-        )))
-    });
+    let logs = logger_provider
+        .as_ref()
+        .map(|provider| OpenTelemetryTracingBridge::new(provider).with_filter(exported()));
     let filter = EnvFilter::new(directives);
     tracing_subscriber::registry()
         .with(filter)
@@ -181,6 +187,13 @@ pub fn init(service_name: &str) -> Telemetry {
         tracer_provider,
         logger_provider,
     }
+}
+
+/// Marks `span` as failed, with `message` as its status description. The
+/// span must declare `otel.status_code` and `otel.status_description`.
+pub fn record_error(span: &tracing::Span, message: impl std::fmt::Display) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", message.to_string());
 }
 
 /// The resource from the environment, named `service_name` unless
