@@ -79,6 +79,7 @@ impl PrimeHandler {
             prime.n = Empty,
             prime.value = Empty,
             otel.status_code = Empty,
+            otel.status_description = Empty,
         );
         let result = self.compute(request).instrument(span.clone()).await;
         if let Err(error) = &result {
@@ -156,7 +157,7 @@ fn parse_n(data: &Map<String, Value>, max_n: u64) -> Result<u64, HandlerError> {
 
 /// Marks the span as failed, the way the OpenTelemetry layer reads it.
 fn record_error(span: &Span, error: &HandlerError) {
-    span.record("otel.status_code", "ERROR");
+    common::telemetry::record_error(span, error);
     tracing::error!(parent: span, error = %error, "nth prime not computed");
 }
 

@@ -122,6 +122,7 @@ impl Scenario {
             event.type = %request.kind,
             scenario.call_depth = Empty,
             otel.status_code = Empty,
+            otel.status_description = Empty,
         );
         let result = async {
             let handler = handler.ok_or_else(|| {
@@ -153,7 +154,7 @@ impl Scenario {
         .instrument(span.clone())
         .await;
         if let Err(error) = &result {
-            span.record("otel.status_code", "ERROR");
+            common::telemetry::record_error(&span, error);
             // Step failures were logged where they happened; a refused
             // request has no step to carry it.
             if error.code == common::event::ErrorCode::InvalidInput {
@@ -223,6 +224,7 @@ impl Scenario {
             scenario.call.timeout_ms = Empty,
             scenario.call.status = Empty,
             otel.status_code = Empty,
+            otel.status_description = Empty,
         );
         let future = async move {
             let started = Instant::now();
