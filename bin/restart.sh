@@ -30,6 +30,14 @@ export SCENARIO_CONFIG="${SCENARIO_CONFIG:-examples/scenario-order.yaml}"
 # scenario-listener's calls go to the public-web started here.
 export PUBLIC_WEB_URL="http://127.0.0.1:$PUBLIC_WEB_PORT"
 mkdir -p out/logs out/pids
+# public-web and the dispatcher share the secret that signs callbacks: made
+# once, kept in out/ (git-ignored, readable by the owner only).
+if [ -z "${CALLBACK_SECRET:-}" ]; then
+    [ -s out/callback-secret ] ||
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/callback-secret)
+    CALLBACK_SECRET="$(cat out/callback-secret)"
+fi
+export CALLBACK_SECRET
 
 stop_service() {
     local name="$1" pidfile="out/pids/$1.pid" pid
