@@ -270,10 +270,22 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// How long opening a connection (TCP and the AMQP handshake) may take.
+/// lapin has no limit of its own, so a peer that accepts but never speaks
+/// AMQP would otherwise hold the supervisor forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connection> {
     let properties =
         ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
-    Connection::connect(url, properties).await
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
+        .await
+        .unwrap_or_else(|_| {
+            Err(lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+            )))
+        })
 }
 
 /// Resolves with the connection's first error, so a session can stop
