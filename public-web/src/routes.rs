@@ -4,6 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::middleware::Next;
 use axum::response::Response;
 use common::Event;
@@ -57,14 +58,23 @@ async fn forward(state: &AppState, event: &Event) -> Result<(), PublicWebError> 
     if status.is_success() {
         return Ok(());
     }
+    // Passed on with the refusal: a client told to retry (503 while the
+    // broker is away) must be told when.
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse().ok());
     let body = response.bytes().await.unwrap_or_default();
-    let refusal = ApiError::from_body(status, &body).unwrap_or_else(|| {
+    let mut refusal = ApiError::from_body(status, &body).unwrap_or_else(|| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "dispatcher_error",
             format!("the dispatcher answered {status}"),
         )
     });
+    if let Some(seconds) = retry_after {
+        refusal = refusal.with_retry_after(seconds);
+    }
     Err(PublicWebError::DispatcherRefused(refusal))
 }
 
