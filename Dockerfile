@@ -1,13 +1,15 @@
-# The three services, one image each, from one build:
+# The five services, one image each, from one build:
 #
-#   docker build --target public-web    -t public-web .
-#   docker build --target dispatcher    -t dispatcher .
-#   docker build --target ping-listener -t ping-listener .
+#   docker build --target public-web        -t public-web .
+#   docker build --target dispatcher        -t dispatcher .
+#   docker build --target ping-listener     -t ping-listener .
+#   docker build --target prime-listener    -t prime-listener .
+#   docker build --target scenario-listener -t scenario-listener .
 #
 # cargo-chef compiles the dependencies in a layer of their own, keyed only by
 # the manifests and Cargo.lock, so editing the code rebuilds just the
-# workspace crates. The builder compiles all three binaries at once: the
-# three targets share that stage, so `docker compose build` compiles once.
+# workspace crates. The builder compiles all five binaries at once: the
+# targets share that stage, so `docker compose build` compiles once.
 #
 # Runtime: debian:12-slim (the builder's glibc) with curl for the compose
 # healthchecks' GET /readyz, running as an unprivileged user.
@@ -24,7 +26,8 @@ FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked --bin public-web --bin dispatcher --bin ping-listener
+RUN cargo build --release --locked --bin public-web --bin dispatcher --bin ping-listener \
+    --bin prime-listener --bin scenario-listener
 
 FROM debian:12.13-slim AS runtime
 RUN apt-get update \
@@ -41,6 +44,28 @@ EXPOSE 3002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3002/readyz"]
 ENTRYPOINT ["/usr/local/bin/ping-listener"]
+
+FROM runtime AS prime-listener
+COPY --from=builder /app/target/release/prime-listener /usr/local/bin/prime-listener
+ENV PORT=3003 OTEL_SERVICE_NAME=prime-listener
+EXPOSE 3003
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3003/readyz"]
+ENTRYPOINT ["/usr/local/bin/prime-listener"]
+
+# The example scenarios ship in the image (owned by root, read-only for the
+# service) and the working directory is /app, so SCENARIO_CONFIG may name
+# one as bin/restart.sh does: examples/scenario-chain.yaml.
+FROM runtime AS scenario-listener
+COPY --from=builder /app/target/release/scenario-listener /usr/local/bin/scenario-listener
+COPY examples/ /app/examples/
+WORKDIR /app
+ENV PORT=3004 OTEL_SERVICE_NAME=scenario-listener \
+    SCENARIO_CONFIG=/app/examples/scenario-order.yaml
+EXPOSE 3004
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3004/readyz"]
+ENTRYPOINT ["/usr/local/bin/scenario-listener"]
 
 FROM runtime AS dispatcher
 COPY --from=builder /app/target/release/dispatcher /usr/local/bin/dispatcher

@@ -241,6 +241,49 @@ pub fn environment(service: &Value) -> BTreeMap<String, String> {
     }
 }
 
+/// A value as Compose interpolates it when none of the variables it names
+/// is set in the environment: `${VAR:-default}` and `${VAR-default}` give
+/// the default, `${VAR:+alt}`, `${VAR}` and `$VAR` nothing, `$$` a `$`. A
+/// required variable (`${VAR:?message}`) or a bad expression panics.
+pub fn interpolate_unset(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(braced) = after.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .unwrap_or_else(|| panic!("unclosed ${{ in {value:?}"));
+            let expression = &braced[..end];
+            let name_end = expression
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expression.len());
+            let operation = &expression[name_end..];
+            assert!(name_end > 0, "no variable name in ${{{expression}}}");
+            let operator = operation.trim_start_matches(':');
+            match operator.chars().next() {
+                None | Some('+') => {}
+                Some('-') => out.push_str(&operator[1..]),
+                Some('?') => panic!("${{{expression}}} requires a variable to be set"),
+                Some(_) => panic!("unsupported interpolation ${{{expression}}}"),
+            }
+            rest = &braced[end + 1..];
+        } else {
+            assert!(name_len > 0, "a lone $ in {value:?}: write $$");
+            rest = &after[name_len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `depends_on` as (service, condition) pairs; the list form has no
 /// condition.
 pub fn depends_on(service: &Value) -> Vec<(String, Option<String>)> {
@@ -379,6 +422,14 @@ mod tests {
                 target: "/scratch".into()
             }
         );
+    }
+
+    #[test]
+    fn interpolation_with_nothing_set_gives_the_defaults() {
+        assert_eq!(interpolate_unset("${A:-x,y=z}"), "x,y=z");
+        assert_eq!(interpolate_unset("a ${B-b} ${C} $D."), "a b  .");
+        assert_eq!(interpolate_unset("${E:+alt}$$F"), "$F");
+        assert_eq!(interpolate_unset("plain"), "plain");
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //!
 //! Docker cannot run where the tests run, so `tests/` validates the stack
 //! from its files instead: they parse, what they reference exists, and the
-//! pieces agree with each other. This library holds what those tests share,
+//! pieces agree with each other (and with the platform's services, queues
+//! and example scenarios). This library holds what those tests share,
 //! and [`dashboard_metric_names`] for the integration test that checks the
 //! dashboards' metrics against the running services.
 
 pub mod compose;
 pub mod files;
 pub mod metrics;
+pub mod platform;
 pub mod promql;
+pub mod scenarios;
 
 pub use metrics::dashboard_metric_names;

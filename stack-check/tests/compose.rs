@@ -1,9 +1,9 @@
 //! docker-compose.yml, the Dockerfiles and the devcontainer, checked from
 //! their files: every service is healthchecked and waits for healthy
 //! dependencies, every image is pinned, every mounted file exists, no host
-//! port is taken twice, ping-listener can scale, and the devcontainer runs
-//! the infrastructure around a dev container that stands in for the
-//! services.
+//! port is taken twice, the listeners can scale, scenario-listener finds
+//! its scenario and public-web, and the devcontainer runs the
+//! infrastructure around a dev container that stands in for the services.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -12,9 +12,9 @@ use std::process::Command;
 use stack_check::compose::{
     self, COMPOSE_FILE, Compose, DEVCONTAINER_COMPOSE_FILE, HostPort, Mount,
 };
-use stack_check::files;
+use stack_check::platform::{self, RUST_SERVICES};
+use stack_check::{files, scenarios};
 
-const RUST_SERVICES: [&str; 3] = ["public-web", "dispatcher", "ping-listener"];
 const INFRASTRUCTURE: [&str; 7] = [
     "probe",
     "rabbitmq",
@@ -45,13 +45,14 @@ fn projects() -> [(&'static str, Compose); 2] {
 #[test]
 fn compose_file_defines_the_whole_stack() {
     let services: BTreeSet<String> = stack().services().into_keys().collect();
-    // More listeners may join; these are the stack this crate checks.
-    for name in INFRASTRUCTURE.iter().chain(&RUST_SERVICES) {
-        assert!(
-            services.contains(*name),
-            "no service {name} in {COMPOSE_FILE}"
-        );
-    }
+    // Exactly: a service this crate does not know would go unchecked, so a
+    // new one joins stack_check::platform::RUST_SERVICES (or INFRASTRUCTURE).
+    let expected: BTreeSet<String> = INFRASTRUCTURE
+        .into_iter()
+        .chain(RUST_SERVICES.map(|s| s.name))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(services, expected, "the services of {COMPOSE_FILE}");
     let dev: BTreeSet<String> = dev_stack().services().into_keys().collect();
     assert_eq!(
         dev.difference(&services).collect::<Vec<_>>(),
@@ -339,11 +340,13 @@ fn services_can_scale() {
                 "{project}: {name} sets container_name, so it cannot be scaled or run twice"
             );
         }
-        let listener = compose.service("ping-listener");
-        assert!(
-            compose::published_ports(listener).is_empty(),
-            "{project}: ping-listener publishes a host port, so --scale would collide"
-        );
+        for listener in platform::listeners() {
+            let name = listener.name;
+            assert!(
+                compose::published_ports(compose.service(name)).is_empty(),
+                "{project}: {name} publishes a host port, so --scale would collide"
+            );
+        }
     }
 }
 
@@ -351,7 +354,7 @@ fn services_can_scale() {
 fn rust_services_are_wired_to_the_stack() {
     let compose = stack();
     let mut secrets = BTreeSet::new();
-    for name in RUST_SERVICES {
+    for platform::RustService { name, port, queue } in RUST_SERVICES {
         let service = compose.service(name);
         assert_eq!(
             service["build"]["target"].as_str(),
@@ -370,9 +373,7 @@ fn rust_services_are_wired_to_the_stack() {
         expect("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4317");
         expect("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
         expect("OTEL_SERVICE_NAME", name);
-        let port = env
-            .get("PORT")
-            .unwrap_or_else(|| panic!("{name}: PORT unset"));
+        expect("PORT", &port.to_string());
         let probe = compose::healthcheck_test(service).expect("healthcheck");
         assert!(
             probe
@@ -380,9 +381,28 @@ fn rust_services_are_wired_to_the_stack() {
                 .any(|word| word.contains(&format!("127.0.0.1:{port}/readyz"))),
             "{name}'s healthcheck must probe /readyz on its PORT {port}: {probe:?}"
         );
-        if name != "ping-listener" {
+        let Some(queue) = queue else {
+            // public-web and the dispatcher: the two ends of the callback.
             secrets.insert(env.get("CALLBACK_SECRET").cloned().unwrap_or_default());
-        }
+            continue;
+        };
+        // A listener consumes its own queue (the default, unless QUEUE says
+        // the same), and waits for nothing but the broker and the collector:
+        // its readiness is consuming, and any start order works.
+        assert_eq!(
+            env.get("QUEUE").map_or(queue, String::as_str),
+            queue,
+            "{name}: QUEUE"
+        );
+        let waits_for: BTreeSet<String> = compose::depends_on(service)
+            .into_iter()
+            .map(|(dependency, _)| dependency)
+            .collect();
+        assert_eq!(
+            waits_for,
+            BTreeSet::from(["otel-collector".to_owned(), "rabbitmq".to_owned()]),
+            "{name} waits only for the broker and the collector"
+        );
     }
     assert_eq!(
         secrets.len(),
@@ -393,6 +413,97 @@ fn rust_services_are_wired_to_the_stack() {
     let web = compose::environment(compose.service("public-web"));
     assert_eq!(web["DISPATCHER_URL"], "http://dispatcher:3001");
     assert_eq!(web["CALLBACK_URL"], "http://public-web:3000/dispatch");
+}
+
+/// Of a Dockerfile's sections (the text after each `FROM `), the one that
+/// defines `stage`.
+fn dockerfile_section<'a>(sections: &[&'a str], stage: &str) -> &'a str {
+    sections
+        .iter()
+        .find(|s| {
+            s.lines()
+                .next()
+                .is_some_and(|l| l.ends_with(&format!(" AS {stage}")))
+        })
+        .unwrap_or_else(|| panic!("stage {stage} not found"))
+}
+
+/// The words of the instruction in `section` that starts with `start`,
+/// its `\`-continued lines included.
+fn instruction_words<'a>(section: &'a str, start: &str) -> Vec<&'a str> {
+    let at = section
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in the stage"));
+    let mut words = Vec::new();
+    for line in section[at..].lines() {
+        let (line, continued) = match line.trim_end().strip_suffix('\\') {
+            Some(line) => (line, true),
+            None => (line, false),
+        };
+        words.extend(line.split_whitespace());
+        if !continued {
+            break;
+        }
+    }
+    words
+}
+
+#[test]
+fn scenario_listener_finds_its_scenario_and_public_web() {
+    let compose = stack();
+    let env = compose::environment(compose.service("scenario-listener"));
+    let web_port = &compose::environment(compose.service("public-web"))["PORT"];
+    assert_eq!(
+        env.get("PUBLIC_WEB_URL").map(String::as_str),
+        Some(format!("http://public-web:{web_port}").as_str()),
+        "scenario-listener calls public-web on the compose network"
+    );
+
+    // With SCENARIO_CONFIG unset on the host, compose passes a path inside
+    // the image: one of examples/, which the image carries at /app/examples.
+    let config = compose::interpolate_unset(
+        env.get("SCENARIO_CONFIG")
+            .expect("scenario-listener needs SCENARIO_CONFIG"),
+    );
+    let example = config
+        .strip_prefix("/app/")
+        .unwrap_or_else(|| panic!("SCENARIO_CONFIG {config} is not under /app/examples"));
+    assert!(
+        scenarios::example_files().iter().any(|f| f == example),
+        "SCENARIO_CONFIG {config} is no file of {}/",
+        scenarios::EXAMPLES_DIR
+    );
+
+    let text = files::read_text("Dockerfile");
+    let sections: Vec<&str> = text.split("\nFROM ").skip(1).collect();
+    let stage = dockerfile_section(&sections, "scenario-listener");
+    let copies_examples = stage.lines().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        matches!(words.as_slice(), ["COPY", from, to]
+            if from.trim_end_matches('/') == scenarios::EXAMPLES_DIR
+                && to.trim_end_matches('/') == "/app/examples")
+    });
+    assert!(
+        copies_examples,
+        "the scenario-listener image copies examples/ to /app/examples"
+    );
+    // Relative paths (SCENARIO_CONFIG=examples/..., as for bin/restart.sh)
+    // resolve against the working directory.
+    assert!(
+        stage.lines().any(|l| l.trim() == "WORKDIR /app"),
+        "the scenario-listener image works in /app"
+    );
+    assert!(
+        stage.contains(&format!("SCENARIO_CONFIG={config}")),
+        "the image's own SCENARIO_CONFIG default is compose's, {config}"
+    );
+    let ignored = files::read_text(".dockerignore");
+    assert!(
+        !ignored
+            .lines()
+            .any(|l| l.trim().trim_matches('/') == scenarios::EXAMPLES_DIR),
+        ".dockerignore must not exclude examples/"
+    );
 }
 
 #[test]
@@ -427,16 +538,21 @@ fn dockerfile_builds_each_service_small_and_non_root() {
     // Each service stage starts from the runtime stage, not from the
     // toolchain, and runs its own binary.
     let sections: Vec<&str> = text.split("\nFROM ").skip(1).collect();
-    for name in RUST_SERVICES {
+    // One builder compiles every binary, so the images share its cache.
+    let builder = dockerfile_section(&sections, "builder");
+    let build = instruction_words(builder, "RUN cargo build");
+    for platform::RustService { name, port, .. } in RUST_SERVICES {
         assert!(stages.iter().any(|s| s == name), "no stage {name}");
-        let section = sections
-            .iter()
-            .find(|s| {
-                s.lines()
-                    .next()
-                    .is_some_and(|l| l.ends_with(&format!(" AS {name}")))
-            })
-            .unwrap_or_else(|| panic!("stage {name} not found"));
+        assert!(
+            build.windows(2).any(|w| w == ["--bin", name]),
+            "the builder's cargo build compiles --bin {name}: {build:?}"
+        );
+        let section = dockerfile_section(&sections, name);
+        assert!(
+            section.contains(&format!("ENV PORT={port} "))
+                && section.contains(&format!("127.0.0.1:{port}/readyz")),
+            "stage {name} serves and probes its port {port}"
+        );
         assert!(
             section.starts_with("runtime AS"),
             "stage {name} must build on the slim runtime stage"
@@ -446,10 +562,7 @@ fn dockerfile_builds_each_service_small_and_non_root() {
             "stage {name} must run its binary"
         );
     }
-    let runtime = sections
-        .iter()
-        .find(|s| s.lines().next().is_some_and(|l| l.ends_with(" AS runtime")))
-        .expect("a runtime stage");
+    let runtime = dockerfile_section(&sections, "runtime");
     assert!(
         runtime.contains("-slim"),
         "the runtime stage uses a slim base"
@@ -522,7 +635,7 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
     }
     // The dev container runs the services itself: starting the containers
     // too would put two consumers on the dispatcher's reply queue.
-    for name in RUST_SERVICES {
+    for name in RUST_SERVICES.map(|s| s.name) {
         assert!(!run.contains(name), "runServices must not start {name}");
         let starts_it = run.iter().any(|s| {
             compose::depends_on(compose.service(s))
@@ -543,10 +656,15 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
-    for name in RUST_SERVICES {
+    for platform::RustService { name, port, .. } in RUST_SERVICES {
         assert!(
             aliases.contains(name),
             "the dev container must answer to {name}"
+        );
+        assert_eq!(
+            config["portsAttributes"][port.to_string()]["label"].as_str(),
+            Some(name),
+            "portsAttributes names {name}'s port {port}"
         );
     }
     let env = compose::environment(dev);
@@ -623,5 +741,18 @@ fn the_guide_names_the_ports_the_stack_publishes() {
     }
     for way in ["docker compose up", "bin/restart.sh", "Reopen in Container"] {
         assert!(guide.contains(way), "docs/stack.md must describe {way:?}");
+    }
+    for listener in platform::listeners() {
+        let name = listener.name;
+        assert!(
+            guide.contains(&format!("`{name}`")),
+            "docs/stack.md must name {name}"
+        );
+    }
+    for scaling in ["--scale ping-listener=", "--scale prime-listener="] {
+        assert!(
+            guide.contains(scaling),
+            "docs/stack.md must show {scaling}N"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_norway::Value;
 use stack_check::compose::{self, COMPOSE_FILE, Compose, Mount};
 use stack_check::metrics::{self, EXTERNAL_SOURCES, SERVICE_METRICS};
+use stack_check::platform::RUST_SERVICES;
 use stack_check::{files, promql};
 
 const DATASOURCES: &str = "grafana/provisioning/datasources/datasources.yaml";
@@ -392,7 +393,39 @@ fn overview_dashboard_covers_the_platform() {
     // The service variable offers exactly the scrape jobs of the services.
     let variable = &dashboard["templating"]["list"][0];
     assert_eq!(variable["name"], "service");
-    assert_eq!(variable["query"], "public-web,dispatcher,ping-listener");
+    assert_eq!(
+        variable["query"],
+        RUST_SERVICES.map(|s| s.name).join(","),
+        "the service variable lists every service, in the contract's order"
+    );
+}
+
+#[test]
+fn the_service_down_alert_watches_every_service() {
+    let rules = files::load_yaml(metrics::ALERT_RULES);
+    let expr = rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_sequence().into_iter().flatten())
+        .find(|rule| rule["alert"].as_str() == Some("ServiceDown"))
+        .and_then(|rule| rule["expr"].as_str())
+        .expect("a ServiceDown alert");
+    let jobs: BTreeSet<&str> = expr
+        .split_once("job=~\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(alternatives, _)| alternatives.split('|').collect())
+        .unwrap_or_else(|| panic!("ServiceDown selects jobs with job=~\"...\": {expr}"));
+    for name in RUST_SERVICES
+        .map(|s| s.name)
+        .into_iter()
+        .chain(["rabbitmq"])
+    {
+        assert!(
+            jobs.contains(name),
+            "ServiceDown does not watch {name}: {expr}"
+        );
+    }
 }
 
 #[test]

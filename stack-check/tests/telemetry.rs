@@ -11,6 +11,7 @@ use std::process::Command;
 use serde_norway::Value;
 use stack_check::compose::{self, COMPOSE_FILE, Compose, Mount};
 use stack_check::files;
+use stack_check::platform::{self, RUST_SERVICES};
 
 const COLLECTOR: &str = "grafana/otel-collector.yaml";
 const TEMPO: &str = "grafana/tempo.yaml";
@@ -182,7 +183,7 @@ fn collector_routes_every_signal_to_its_store() {
     let protocols = &config["receivers"]["otlp"]["protocols"];
     assert_eq!(protocols["grpc"]["endpoint"].as_str(), Some("0.0.0.0:4317"));
     assert_eq!(protocols["http"]["endpoint"].as_str(), Some("0.0.0.0:4318"));
-    for name in ["public-web", "dispatcher", "ping-listener"] {
+    for name in RUST_SERVICES.map(|s| s.name) {
         let env = compose::environment(compose.service(name));
         assert_eq!(
             host_port(&env["OTEL_EXPORTER_OTLP_ENDPOINT"]),
@@ -438,19 +439,36 @@ fn prometheus_scrapes_every_service_where_compose_runs_it() {
 
     // Job names are the service names (the metrics carry no service label),
     // and each target is where compose serves the service's PORT.
-    for name in ["public-web", "dispatcher"] {
+    for service in RUST_SERVICES {
+        let name = service.name;
         let port = &compose::environment(compose.service(name))["PORT"];
-        let targets = string_list(&job(name)["static_configs"][0]["targets"]);
-        assert_eq!(targets, [format!("{name}:{port}")]);
+        if !service.is_listener() {
+            let targets = string_list(&job(name)["static_configs"][0]["targets"]);
+            assert_eq!(targets, [format!("{name}:{port}")]);
+            continue;
+        }
+        // Scaled replicas are found through DNS, one target per container.
+        let discovery = job(name)["dns_sd_configs"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} is scraped through dns_sd_configs"));
+        assert_eq!(discovery.len(), 1, "{name}: one DNS discovery");
+        let listener = &discovery[0];
+        assert_eq!(string_list(&listener["names"]), [name]);
+        assert_eq!(listener["type"].as_str(), Some("A"), "{name}");
+        assert_eq!(
+            listener["port"].as_u64().map(|p| p.to_string()).as_ref(),
+            Some(port),
+            "{name}'s scrape port is its PORT"
+        );
+        assert!(
+            job(name)["static_configs"].is_null(),
+            "{name}: a static target would see one replica only"
+        );
     }
-    // Scaled replicas are found through DNS, one target per container.
-    let listener = &job("ping-listener")["dns_sd_configs"][0];
-    assert_eq!(string_list(&listener["names"]), ["ping-listener"]);
-    assert_eq!(listener["type"].as_str(), Some("A"));
-    let port = &compose::environment(compose.service("ping-listener"))["PORT"];
     assert_eq!(
-        listener["port"].as_u64().map(|p| p.to_string()).as_ref(),
-        Some(port)
+        platform::listeners().count(),
+        3,
+        "ping-, prime- and scenario-listener are scraped"
     );
 
     // RabbitMQ's plugin: node totals and the per-queue endpoint the queue
