@@ -206,7 +206,8 @@ impl Readiness {
 
 /// Connects to `url` and runs `session` on the connection, again and again:
 /// after a failed connect or a session that ended in error it waits with
-/// jittered exponential backoff (100 ms up to 5 s) and starts over.
+/// jittered exponential backoff (100 ms up to 4 s, jitter included) and
+/// starts over.
 ///
 /// `session` owns the connection; it returns `Ok(())` only when it has shut
 /// down cleanly because `shutdown` fired, and an error when the connection or
@@ -253,7 +254,7 @@ pub async fn supervise<F, Fut>(
                 }
             }
         }
-        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        let delay = backoff.next().unwrap_or(RECONNECT_MAX_DELAY);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
@@ -261,10 +262,16 @@ pub async fn supervise<F, Fut>(
     }
 }
 
+/// The longest wait between two connection attempts, jitter included: a
+/// service is back at most this long (plus a handshake) after the broker.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(4);
+
+/// 100 ms doubling up to half of [`RECONNECT_MAX_DELAY`]; the jitter adds
+/// up to as much again, so no delay exceeds it.
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(RECONNECT_MAX_DELAY / 2)
         .with_jitter()
         .without_max_times()
         .build()
