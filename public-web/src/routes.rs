@@ -24,15 +24,20 @@ pub async fn submit(
     JsonEvent(event): JsonEvent,
 ) -> Result<Json<Event>, PublicWebError> {
     let deadline = Instant::now() + state.config.request_timeout;
+    let timed_out = |_| {
+        common::metrics::request_timed_out();
+        tracing::warn!(event_id = %event.id, "no response in time");
+        PublicWebError::Timeout(state.config.request_timeout.as_millis())
+    };
     let mut parked = state.pending.park(&event.id)?;
-    forward(&state, &event).await?;
+    // The deadline covers the forward too: a slow dispatcher must not
+    // stretch a request past REQUEST_TIMEOUT_MS.
+    tokio::time::timeout_at(deadline, forward(&state, &event))
+        .await
+        .map_err(timed_out)??;
     let response = tokio::time::timeout_at(deadline, parked.response())
         .await
-        .map_err(|_| {
-            common::metrics::request_timed_out();
-            tracing::warn!(event_id = %event.id, "no response in time");
-            PublicWebError::Timeout(state.config.request_timeout.as_millis())
-        })?
+        .map_err(timed_out)?
         .ok_or(PublicWebError::Abandoned)?;
     match HandlerError::from_event(&response) {
         Some(error) => Err(PublicWebError::Listener(error)),
