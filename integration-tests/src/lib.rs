@@ -499,3 +499,6 @@ impl ScenarioPlatform {
         post_json(&client, &self.public_web.url(), &event).await
     }
 }
+
+/// A RabbitMQ node of the test's own, for tests that restart the broker.
+pub mod private_broker;

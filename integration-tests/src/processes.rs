@@ -204,3 +204,111 @@ pub fn metric_names(exposition: &str) -> std::collections::BTreeSet<String> {
         })
         .collect()
 }
+
+/// Fault injection and measurement on a running service process.
+impl ServiceProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, KILL...).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// SIGKILLs the process (no shutdown of any kind) and reaps it.
+    pub async fn kill(mut self) {
+        self.signal("KILL");
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("a SIGKILLed process is gone within 10 s")
+            .expect("wait");
+    }
+
+    /// The process's resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+}
+
+/// `(name, value)` pairs as the owned environment [`ServiceProcess::spawn`]
+/// takes.
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A dispatcher process routing `PingRequest` to `topology`'s request
+/// queue, and a public-web process in front of it, both ready; each also
+/// gets `extra` in its environment. Returns (dispatcher, public-web).
+pub async fn spawn_front_processes(
+    topology: &Topology,
+    extra: &[(String, String)],
+) -> (ServiceProcess, ServiceProcess) {
+    let mut dispatcher_env = env(&[
+        ("AMQP_URL", &crate::amqp_url()),
+        ("ROUTES", &format!("PingRequest={}", topology.request_queue)),
+        ("RESPONSE_QUEUE", &topology.response_queue),
+    ]);
+    dispatcher_env.extend_from_slice(extra);
+    let dispatcher = ServiceProcess::spawn("dispatcher", listen_port(), &dispatcher_env).await;
+    let public_web = spawn_public_web_process(listen_port(), &dispatcher.url(), extra).await;
+    crate::wait_ready(&dispatcher.url()).await;
+    crate::wait_ready(&public_web.url()).await;
+    (dispatcher, public_web)
+}
+
+/// A public-web process on `port` forwarding to `dispatcher_url`, with
+/// `extra` in its environment; not waited for.
+pub async fn spawn_public_web_process(
+    port: u16,
+    dispatcher_url: &str,
+    extra: &[(String, String)],
+) -> ServiceProcess {
+    let mut public_web_env = env(&[("DISPATCHER_URL", dispatcher_url)]);
+    public_web_env.extend_from_slice(extra);
+    ServiceProcess::spawn("public-web", port, &public_web_env).await
+}
+
+/// A free TCP port for a process to listen on later, chosen below the
+/// kernel's ephemeral range: [`free_port`]'s come from that range, where
+/// any outgoing connection may take the port before the process binds it
+/// (it happens on a machine busy with connections); below it, only
+/// explicit binds compete.
+pub fn listen_port() -> u16 {
+    const LOWEST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&low: &u16| low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    loop {
+        let random = uuid::Uuid::new_v4().as_u128();
+        let port = LOWEST + (random % u128::from(ephemeral - LOWEST)) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+}

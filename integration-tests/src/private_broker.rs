@@ -1,0 +1,249 @@
+//! A RabbitMQ node of the test's own, so a test can stop and start "the
+//! broker" for real — the node closes every connection, as a restart does —
+//! without touching the machine's shared node on 5672.
+//!
+//! The node gets a unique name, free AMQP and distribution ports on
+//! loopback, and a temporary directory for its data, logs, Erlang cookie,
+//! config and plugin list (empty: no management listener). Nothing is read
+//! from `/etc/rabbitmq`, so the shared node's settings cannot leak in. On
+//! drop the node's whole process group is killed and the directory removed,
+//! even when the test panicked.
+//!
+//! A node start takes about 7–8 s on a 2-core machine, so a test should
+//! start one as few times as it can.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::processes::listen_port;
+
+/// How long a node may take to boot before the test gives up.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A private RabbitMQ node; see the module documentation.
+pub struct PrivateBroker {
+    node: String,
+    amqp_port: u16,
+    dir: PathBuf,
+    scripts: PathBuf,
+    env: Vec<(String, String)>,
+    server: Option<Child>,
+}
+
+impl PrivateBroker {
+    /// Starts a fresh node and waits until it completes AMQP handshakes.
+    pub async fn launch() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let node = format!("it-{}@localhost", &id[..12]);
+        let dir = std::env::temp_dir().join(format!("it-rabbitmq-{id}"));
+        std::fs::create_dir_all(&dir).expect("the node's directory");
+        let amqp_port = listen_port();
+        let dist_port = listen_port();
+        // Our own (empty) env file and config: /etc/rabbitmq's would name
+        // the shared node and its listener.
+        std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
+        std::fs::write(dir.join("rabbitmq.conf"), "").expect("config file");
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let env = vec![
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ("LANG", "C.UTF-8".to_owned()),
+            ("LC_ALL", "C.UTF-8".to_owned()),
+            // The Erlang cookie is created in, and read from, $HOME.
+            ("HOME", path("")),
+            ("RABBITMQ_NODENAME", node.clone()),
+            ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_owned()),
+            ("RABBITMQ_NODE_PORT", amqp_port.to_string()),
+            ("RABBITMQ_DIST_PORT", dist_port.to_string()),
+            ("RABBITMQ_MNESIA_BASE", path("mnesia")),
+            ("RABBITMQ_LOG_BASE", path("log")),
+            ("RABBITMQ_PID_FILE", path("node.pid")),
+            ("RABBITMQ_CONF_ENV_FILE", path("rabbitmq-env.conf")),
+            ("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf")),
+            ("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins")),
+            ("RABBITMQ_PLUGINS_EXPAND_DIR", path("plugins-expand")),
+            ("ERL_EPMD_ADDRESS", "127.0.0.1".to_owned()),
+            (
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "-kernel inet_dist_use_interface {127,0,0,1}".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut broker = Self {
+            node,
+            amqp_port,
+            dir,
+            scripts: scripts_dir(),
+            env,
+            server: None,
+        };
+        broker.start().await;
+        broker
+    }
+
+    /// The node's AMQP URL (guest, on loopback).
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// Starts the (stopped) node and waits until it completes AMQP
+    /// handshakes. Panics, with the end of its log, if it does not boot.
+    pub async fn start(&mut self) {
+        assert!(self.server.is_none(), "the node is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("the server log");
+        let server = Command::new(self.scripts.join("rabbitmq-server"))
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            // Its own group, so Drop can kill the shell, the VM and the
+            // VM's helpers in one go.
+            .process_group(0)
+            .spawn()
+            .expect("rabbitmq-server starts");
+        self.server = Some(server);
+
+        let deadline = tokio::time::Instant::now() + BOOT_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten())
+            {
+                self.server = None;
+                panic!(
+                    "the private RabbitMQ node exited during boot ({status}):\n{}",
+                    self.log_tail()
+                );
+            }
+            if self.answers().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the private RabbitMQ node did not boot within {BOOT_TIMEOUT:?}:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the node with `rabbitmqctl stop` (it closes every client
+    /// connection, then the VM halts) and waits until its process is gone.
+    pub async fn stop(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            panic!("the node is not running");
+        };
+        let stopped = tokio::process::Command::new(self.scripts.join("rabbitmqctl"))
+            .args(["-n", &self.node, "stop"])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let stopped = tokio::time::timeout(Duration::from_secs(30), stopped).await;
+        if !matches!(stopped, Ok(Ok(status)) if status.success()) {
+            kill_group(&mut server);
+            panic!(
+                "rabbitmqctl stop failed ({stopped:?}):\n{}",
+                self.log_tail()
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while server.try_wait().expect("wait on the node").is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                kill_group(&mut server);
+                panic!("the node did not exit within 30 s of rabbitmqctl stop");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deletes the stopped node's data, so its next start is a broker with
+    /// no queues at all, as one whose disk was lost or replaced.
+    pub fn wipe_data(&self) {
+        assert!(
+            self.server.is_none(),
+            "stop the node before wiping its data"
+        );
+        std::fs::remove_dir_all(self.dir.join("mnesia")).expect("remove the node's data");
+    }
+
+    /// Whether the node completes an AMQP handshake right now.
+    async fn answers(&self) -> bool {
+        let url = self.amqp_url();
+        let connect = Connection::connect(&url, ConnectionProperties::default());
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(connection)) => {
+                common::amqp::close(&connection).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        for log in [
+            self.dir.join("server.log"),
+            self.dir.join("log").join(format!("{}.log", self.node)),
+        ] {
+            let content = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = content.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            text.push_str(&format!("--- {}\n{tail}\n", log.display()));
+        }
+        text
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            kill_group(&mut server);
+        }
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("could not remove {}: {error}", self.dir.display());
+        }
+    }
+}
+
+/// SIGKILLs the process group `server` leads and reaps its leader.
+fn kill_group(server: &mut Child) {
+    let group = format!("-{}", server.id());
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stderr(Stdio::null())
+        .status();
+    let _ = server.wait();
+}
+
+/// Where the real `rabbitmq-server` and `rabbitmqctl` scripts live: Debian
+/// keeps them in /usr/lib/rabbitmq/bin (its /usr/sbin ones switch to the
+/// rabbitmq user and its home, which would share the system node's cookie
+/// and directory); elsewhere, the directory of `rabbitmq-server` on PATH.
+fn scripts_dir() -> PathBuf {
+    let debian = Path::new("/usr/lib/rabbitmq/bin");
+    if debian.join("rabbitmq-server").exists() {
+        return debian.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| dir.join("rabbitmq-server").exists())
+        .expect("a private RabbitMQ node needs rabbitmq-server installed (bin/test installs it)")
+}
