@@ -249,6 +249,15 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_a_round_trip() {
+        // Found by the envelope fuzzer: without serde_json's float_roundtrip
+        // an integer too large for u64 came back as a different float.
+        let bytes = br#"{"id":"1","type":"T","data":{"n":51111111111111111111111111111111111111110,"x":0.1}}"#;
+        let event = Event::from_slice(bytes).unwrap();
+        assert_eq!(Event::from_slice(&event.to_vec()).unwrap(), event);
+    }
+
+    #[test]
     fn reply_keeps_id_and_data() {
         let request = Event {
             id: "1".into(),
