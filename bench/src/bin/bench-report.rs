@@ -1,0 +1,102 @@
+//! bench-report: turns what one bin/bench run wrote (JSON lines) into the
+//! results table, memory figures and targets; prints them, optionally
+//! rewrites the generated section of BENCHMARKS.md, and fails when a point
+//! had errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bench::report::{self, Results, RunInfo};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench-report")]
+struct Cli {
+    /// The measured points: one `{"scenario","concurrency","busy","report"}` per line.
+    #[arg(long)]
+    points: PathBuf,
+    /// Idle RSS lines `{"service","stack","rss_kib"}`.
+    #[arg(long)]
+    idle: Option<PathBuf>,
+    /// parked-rss's JSON line.
+    #[arg(long)]
+    parked: Option<PathBuf>,
+    /// The OTLP sink's /stats JSON.
+    #[arg(long)]
+    sink: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    date: String,
+    #[arg(long, default_value = "")]
+    command: String,
+    #[arg(long, default_value = "")]
+    cores: String,
+    #[arg(long, default_value = "")]
+    cpu: String,
+    #[arg(long, default_value = "")]
+    rabbitmq: String,
+    #[arg(long, default_value = "")]
+    duration: String,
+    /// Rewrite the generated section of this Markdown file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let points = report::parse_lines(&read(&cli.points)?)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", cli.points.display()))?;
+    let idle = match &cli.idle {
+        Some(path) => report::parse_lines(&read(path)?)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?,
+        None => Vec::new(),
+    };
+    let parked = match &cli.parked {
+        Some(path) => Some(
+            serde_json::from_str(read(path)?.trim())
+                .with_context(|| format!("parsing {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let sink: BTreeMap<String, u64> = match &cli.sink {
+        Some(path) => serde_json::from_str(read(path)?.trim())
+            .with_context(|| format!("parsing {}", path.display()))?,
+        None => BTreeMap::new(),
+    };
+    let results = Results {
+        points,
+        idle,
+        parked,
+    };
+    let info = RunInfo {
+        date: cli.date,
+        command: cli.command,
+        cores: cli.cores,
+        cpu: cli.cpu,
+        rabbitmq: cli.rabbitmq,
+        duration: cli.duration,
+        sink,
+    };
+    let section = report::section(&info, &results);
+    println!("{section}");
+    if let Some(path) = &cli.markdown {
+        let document = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, report::replace_section(&document, &section))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench-report: results written to {}", path.display());
+    }
+    let failures = results.failures();
+    for failure in &failures {
+        eprintln!("bench-report: FAILED: {failure}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

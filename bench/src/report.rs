@@ -1,0 +1,550 @@
+//! The results of one bin/bench run, rendered: the table of throughput and
+//! latency with every row as a ratio to the AMQP floor at the same
+//! concurrency, the memory figures, and the issue's targets judged against
+//! them. The same Markdown goes to the terminal and into BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// Scenario names as bin/bench writes them, in table order.
+pub const FLOOR: &str = "floor";
+pub const FULL: &str = "full";
+pub const FULL_TRACED: &str = "full-traced";
+pub const PING: &str = "ping";
+const SCENARIOS: [&str; 4] = [FLOOR, FULL, FULL_TRACED, PING];
+
+fn label(scenario: &str) -> &str {
+    match scenario {
+        FLOOR => "raw AMQP floor",
+        FULL => "full path, tracing off",
+        FULL_TRACED => "full path, tracing on",
+        PING => "public-web /ping",
+        other => other,
+    }
+}
+
+/// The numbers of one run that the report uses (a subset of `req --json`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Numbers {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// One measured point: a scenario at a concurrency.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Point {
+    pub scenario: String,
+    pub concurrency: usize,
+    /// Other builds seen running while it was measured (`pgrep rustc`).
+    #[serde(default)]
+    pub busy: u32,
+    /// CPU time each process spent during the point, in milliseconds:
+    /// the services, `broker` and `client` (the load generator; for the
+    /// floor, both of its sides).
+    #[serde(default)]
+    pub cpu_ms: BTreeMap<String, f64>,
+    pub report: Numbers,
+}
+
+/// Idle resident memory of one service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct IdleRss {
+    pub service: String,
+    /// Which stack it belongs to: `off` or `traced`.
+    pub stack: String,
+    pub rss_kib: u64,
+}
+
+/// What parked-rss printed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Parked {
+    pub requests: usize,
+    pub parked: usize,
+    pub rss_before_kib: u64,
+    pub rss_parked_kib: u64,
+    pub extra_kib: u64,
+    pub extra_bytes_per_request: u64,
+    pub rss_after_hangup_kib: u64,
+    pub parked_s: f64,
+    /// Least-squares bytes per parked request over the run.
+    pub slope_bytes_per_request: f64,
+    /// The count the budget is for, and the extra RSS estimated there
+    /// (measured when `parked` reached it, else extrapolated by the slope).
+    pub target: usize,
+    pub extra_at_target_kib: f64,
+}
+
+/// Everything one run produced.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub points: Vec<Point>,
+    pub idle: Vec<IdleRss>,
+    pub parked: Option<Parked>,
+}
+
+/// Parses JSON lines, skipping blank ones; errors name the line.
+pub fn parse_lines<T: for<'de> Deserialize<'de>>(text: &str) -> Result<Vec<T>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|error| format!("line {}: {error}", index + 1))
+        })
+        .collect()
+}
+
+/// The issue's memory budgets, in MiB.
+pub const PARKED_BUDGET_MIB: f64 = 64.0;
+pub const IDLE_BUDGET_MIB: f64 = 20.0;
+pub const PARKED_TARGET_REQUESTS: usize = 100_000;
+
+impl Results {
+    fn point(&self, scenario: &str, concurrency: usize) -> Option<&Numbers> {
+        self.points
+            .iter()
+            .find(|point| point.scenario == scenario && point.concurrency == concurrency)
+            .map(|point| &point.report)
+    }
+
+    /// Points whose run had errors, or that answered nothing.
+    pub fn failures(&self) -> Vec<String> {
+        self.points
+            .iter()
+            .filter(|point| point.report.errors > 0 || point.report.requests == 0)
+            .map(|point| {
+                format!(
+                    "{} at concurrency {}: {} errors in {} requests",
+                    label(&point.scenario),
+                    point.concurrency,
+                    point.report.errors,
+                    point.report.requests
+                )
+            })
+            .collect()
+    }
+
+    /// The main table, as Markdown.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| scenario | conc. | req/s | p50 ms | p99 ms | req/s ÷ floor | p50 ÷ floor | p99 ÷ floor | errors | builds running |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        let mut concurrencies: Vec<usize> = self.points.iter().map(|p| p.concurrency).collect();
+        concurrencies.sort_unstable();
+        concurrencies.dedup();
+        for concurrency in concurrencies {
+            let floor = self.point(FLOOR, concurrency);
+            for scenario in SCENARIOS {
+                let Some(point) = self
+                    .points
+                    .iter()
+                    .find(|p| p.scenario == scenario && p.concurrency == concurrency)
+                else {
+                    continue;
+                };
+                let numbers = &point.report;
+                let ratio = |value: f64, base: Option<f64>| match base {
+                    Some(base) if base > 0.0 => format!("{:.2}", value / base),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+                    label(scenario),
+                    concurrency,
+                    numbers.rps,
+                    numbers.p50_ms,
+                    numbers.p99_ms,
+                    ratio(numbers.rps, floor.map(|f| f.rps)),
+                    ratio(numbers.p50_ms, floor.map(|f| f.p50_ms)),
+                    ratio(numbers.p99_ms, floor.map(|f| f.p99_ms)),
+                    numbers.errors,
+                    point.busy,
+                );
+            }
+        }
+        out
+    }
+
+    /// CPU microseconds each process spent per request, as Markdown: where
+    /// the cores went.
+    pub fn cpu(&self) -> String {
+        const COLUMNS: [&str; 5] = [
+            "public-web",
+            "dispatcher",
+            "ping-listener",
+            "broker",
+            "client",
+        ];
+        let mut out = String::from(
+            "| scenario | conc. | public-web | dispatcher | ping-listener | broker | client | total |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for point in self.points.iter().filter(|p| !p.cpu_ms.is_empty()) {
+            let requests = point.report.requests.max(1) as f64;
+            let per_request = |ms: f64| ms * 1000.0 / requests;
+            let cells: Vec<String> = COLUMNS
+                .iter()
+                .map(|column| match point.cpu_ms.get(*column) {
+                    Some(ms) => format!("{:.0}", per_request(*ms)),
+                    None => "–".to_owned(),
+                })
+                .collect();
+            let total: f64 = point.cpu_ms.values().sum();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} |",
+                label(&point.scenario),
+                point.concurrency,
+                cells.join(" | "),
+                per_request(total)
+            );
+        }
+        out
+    }
+
+    /// The memory figures, as Markdown.
+    pub fn memory(&self) -> String {
+        let mut out = String::new();
+        if !self.idle.is_empty() {
+            out.push_str("| service | stack | idle RSS MiB |\n|---|---|--:|\n");
+            for idle in &self.idle {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} |",
+                    idle.service,
+                    if idle.stack == "traced" {
+                        "tracing on"
+                    } else {
+                        "tracing off"
+                    },
+                    mib(idle.rss_kib)
+                );
+            }
+        }
+        if let Some(parked) = &self.parked {
+            let _ = write!(
+                out,
+                "\nParked requests: {} of {} parked in {:.1} s; public-web RSS {:.1} → {:.1} MiB, \
+                 **+{:.1} MiB** ({} bytes per parked request); {:.1} MiB after the clients hung up.\n",
+                parked.parked,
+                parked.requests,
+                parked.parked_s,
+                mib(parked.rss_before_kib),
+                mib(parked.rss_parked_kib),
+                mib(parked.extra_kib),
+                parked.extra_bytes_per_request,
+                mib(parked.rss_after_hangup_kib),
+            );
+            if parked.parked < parked.target {
+                let _ = writeln!(
+                    out,
+                    "Growth over the run: {:.0} bytes per parked request; extrapolated to {}: \
+                     **+{:.1} MiB**.",
+                    parked.slope_bytes_per_request,
+                    parked.target,
+                    parked.extra_at_target_kib / 1024.0,
+                );
+            }
+        }
+        out
+    }
+
+    /// The targets of the performance issue, each judged when measured.
+    pub fn targets(&self) -> String {
+        let mut out = String::from("| target | measured | met |\n|---|---|---|\n");
+        let mut row = |target: &str, measured: Option<(String, bool)>| {
+            let (text, met) = match measured {
+                Some((text, true)) => (text, "yes"),
+                Some((text, false)) => (text, "**no**"),
+                None => ("not measured".to_owned(), "–"),
+            };
+            let _ = writeln!(out, "| {target} | {text} | {met} |");
+        };
+        row(
+            "full path (tracing off) at c=64 ≥ 50 % of the floor's req/s",
+            self.point(FULL, 64)
+                .zip(self.point(FLOOR, 64))
+                .map(|(full, floor)| {
+                    let share = full.rps / floor.rps;
+                    (
+                        format!(
+                            "{:.0} / {:.0} = {:.0} %",
+                            full.rps,
+                            floor.rps,
+                            share * 100.0
+                        ),
+                        share >= 0.5,
+                    )
+                }),
+        );
+        row(
+            "tracing on costs ≤ 15 % of the req/s at c=64",
+            self.point(FULL_TRACED, 64)
+                .zip(self.point(FULL, 64))
+                .map(|(traced, off)| {
+                    let cost = 1.0 - traced.rps / off.rps;
+                    (
+                        format!("{:.0} vs {:.0}: {:.0} %", traced.rps, off.rps, cost * 100.0),
+                        cost <= 0.15,
+                    )
+                }),
+        );
+        for (scenario, name) in [(FULL, "tracing off"), (FULL_TRACED, "tracing on")] {
+            row(
+                &format!("p99 at c=16 ≤ 3× the floor's ({name})"),
+                self.point(scenario, 16)
+                    .zip(self.point(FLOOR, 16))
+                    .map(|(full, floor)| {
+                        let ratio = full.p99_ms / floor.p99_ms;
+                        (
+                            format!(
+                                "{:.2} / {:.2} ms = {:.1}×",
+                                full.p99_ms, floor.p99_ms, ratio
+                            ),
+                            ratio <= 3.0,
+                        )
+                    }),
+            );
+        }
+        row(
+            "100,000 parked requests in < 64 MiB extra RSS",
+            self.parked.as_ref().map(|parked| {
+                let extra = parked.extra_at_target_kib / 1024.0;
+                let measured = parked.parked >= PARKED_TARGET_REQUESTS;
+                let how = if measured {
+                    format!("+{extra:.1} MiB measured")
+                } else if parked.target >= PARKED_TARGET_REQUESTS {
+                    format!(
+                        "+{extra:.1} MiB extrapolated from {} parked (+{:.1} MiB measured)",
+                        parked.parked,
+                        mib(parked.extra_kib)
+                    )
+                } else {
+                    format!("only {} parked", parked.parked)
+                };
+                (
+                    how,
+                    parked.target >= PARKED_TARGET_REQUESTS && extra < PARKED_BUDGET_MIB,
+                )
+            }),
+        );
+        let worst = self.idle.iter().max_by_key(|idle| idle.rss_kib);
+        row(
+            "idle RSS of each service < 20 MiB",
+            worst.map(|worst| {
+                (
+                    format!(
+                        "largest: {} ({}) {:.1} MiB",
+                        worst.service,
+                        worst.stack,
+                        mib(worst.rss_kib)
+                    ),
+                    mib(worst.rss_kib) < IDLE_BUDGET_MIB,
+                )
+            }),
+        );
+        out
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Markers around the generated section of BENCHMARKS.md.
+pub const BEGIN: &str = "<!-- bench:results:begin -->";
+pub const END: &str = "<!-- bench:results:end -->";
+
+/// `document` with the text between the markers replaced by `section`
+/// (markers appended at the end when missing).
+pub fn replace_section(document: &str, section: &str) -> String {
+    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
+    match (document.find(BEGIN), document.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{block}{}",
+            &document[..begin],
+            &document[end + END.len()..]
+        ),
+        _ => {
+            let mut out = document.trim_end().to_owned();
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(&block);
+            out.push('\n');
+            out
+        }
+    }
+}
+
+/// Facts about the run for the report's heading.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub date: String,
+    pub command: String,
+    pub cores: String,
+    pub cpu: String,
+    pub rabbitmq: String,
+    pub duration: String,
+    pub sink: BTreeMap<String, u64>,
+}
+
+/// The whole generated section.
+pub fn section(info: &RunInfo, results: &Results) -> String {
+    let mut out = format!(
+        "## Latest results\n\n\
+         - date: {}\n- command: `{}`\n- machine: {} cores ({}), RabbitMQ {}\n- each point: {}, closed loop\n",
+        info.date, info.command, info.cores, info.cpu, info.rabbitmq, info.duration
+    );
+    if !info.sink.is_empty() {
+        let counts: Vec<String> = info
+            .sink
+            .iter()
+            .map(|(key, value)| format!("{value} {key}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "- the OTLP sink received {} during the tracing-on runs",
+            counts.join(", ")
+        );
+    }
+    let _ = write!(
+        out,
+        "\n### Throughput and latency\n\n{}\n### CPU per request (µs, all threads of each process)\n\n{}\n### Memory\n\n{}\n### Targets\n\n{}",
+        results.table(),
+        results.cpu(),
+        results.memory(),
+        results.targets()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(scenario: &str, concurrency: usize, rps: f64, p99_ms: f64, errors: u64) -> Point {
+        Point {
+            scenario: scenario.to_owned(),
+            concurrency,
+            busy: 0,
+            cpu_ms: BTreeMap::from([("broker".to_owned(), 500.0), ("client".to_owned(), 250.0)]),
+            report: Numbers {
+                rps,
+                p50_ms: p99_ms / 2.0,
+                p99_ms,
+                requests: 1000,
+                errors,
+            },
+        }
+    }
+
+    fn results() -> Results {
+        Results {
+            points: vec![
+                point(FLOOR, 16, 10_000.0, 2.0, 0),
+                point(FULL, 16, 4_000.0, 8.0, 0),
+                point(FLOOR, 64, 20_000.0, 5.0, 0),
+                point(FULL, 64, 12_000.0, 10.0, 0),
+                point(FULL_TRACED, 64, 9_000.0, 12.0, 0),
+            ],
+            idle: vec![
+                IdleRss {
+                    service: "public-web".into(),
+                    stack: "off".into(),
+                    rss_kib: 10 * 1024,
+                },
+                IdleRss {
+                    service: "dispatcher".into(),
+                    stack: "off".into(),
+                    rss_kib: 25 * 1024,
+                },
+            ],
+            parked: None,
+        }
+    }
+
+    #[test]
+    fn rows_are_ratios_to_the_floor_at_the_same_concurrency() {
+        let table = results().table();
+        assert!(
+            table.contains("| full path, tracing off | 64 | 12000 | 5.000 | 10.000 | 0.60 | 2.00 | 2.00 | 0 | 0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| raw AMQP floor | 16 | 10000 | 1.000 | 2.000 | 1.00 | 1.00 | 1.00 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn cpu_is_per_request_in_microseconds() {
+        let cpu = results().cpu();
+        // 500 ms of broker CPU over 1000 requests: 500 µs each.
+        assert!(
+            cpu.contains("| raw AMQP floor | 16 | – | – | – | 500 | 250 | 750 |"),
+            "{cpu}"
+        );
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_points() {
+        let targets = results().targets();
+        assert!(targets.contains("12000 / 20000 = 60 % | yes"), "{targets}");
+        assert!(
+            targets.contains("9000 vs 12000: 25 % | **no**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("8.00 / 2.00 ms = 4.0× | **no**"),
+            "{targets}"
+        );
+        assert!(targets.contains("parked requests in < 64 MiB extra RSS | not measured"));
+        assert!(
+            targets.contains("largest: dispatcher (off) 25.0 MiB | **no**"),
+            "{targets}"
+        );
+    }
+
+    #[test]
+    fn errors_and_empty_runs_are_failures() {
+        let mut results = results();
+        assert!(results.failures().is_empty());
+        results.points.push(point(PING, 1, 0.0, 0.0, 3));
+        let failures = results.failures();
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].contains("public-web /ping at concurrency 1: 3 errors"));
+    }
+
+    #[test]
+    fn the_section_is_replaced_in_place() {
+        let document = format!("# Benchmarks\n\nprose\n\n{BEGIN}\nold\n{END}\n\nafter\n");
+        let updated = replace_section(&document, "new\n");
+        assert_eq!(
+            updated,
+            format!("# Benchmarks\n\nprose\n\n{BEGIN}\nnew\n{END}\n\nafter\n")
+        );
+        let appended = replace_section("# Benchmarks\n", "new");
+        assert_eq!(appended, format!("# Benchmarks\n\n{BEGIN}\nnew\n{END}\n"));
+    }
+
+    #[test]
+    fn points_parse_from_bench_lines() {
+        let line = r#"{"scenario":"full","concurrency":16,"busy":2,"report":{"rps":4100.5,"p50_ms":3.1,"p90_ms":4.0,"p99_ms":7.9,"max_ms":20.0,"requests":41005,"errors":0,"concurrency":16,"duration_s":10.0,"errors_by_kind":{},"abandoned":16}}"#;
+        let points: Vec<Point> = parse_lines(&format!("{line}\n\n")).unwrap();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].busy, 2);
+        assert_eq!(points[0].report.requests, 41005);
+        assert!(
+            parse_lines::<Point>("{not json")
+                .unwrap_err()
+                .starts_with("line 1")
+        );
+    }
+}
