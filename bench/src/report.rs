@@ -44,8 +44,8 @@ pub struct Point {
     #[serde(default)]
     pub busy: u32,
     /// CPU time each process spent during the point, in milliseconds:
-    /// the services, `broker` and `client` (the load generator; for the
-    /// floor, both of its sides).
+    /// the services, `broker`, `client` (the load generator; for the
+    /// floor, both of its sides) and, tracing on, `otlp-sink`.
     #[serde(default)]
     pub cpu_ms: BTreeMap<String, f64>,
     pub report: Numbers,
@@ -174,16 +174,17 @@ impl Results {
     /// CPU microseconds each process spent per request, as Markdown: where
     /// the cores went.
     pub fn cpu(&self) -> String {
-        const COLUMNS: [&str; 5] = [
+        const COLUMNS: [&str; 6] = [
             "public-web",
             "dispatcher",
             "ping-listener",
             "broker",
             "client",
+            "otlp-sink",
         ];
         let mut out = String::from(
-            "| scenario | conc. | public-web | dispatcher | ping-listener | broker | client | total |\n\
-             |---|--:|--:|--:|--:|--:|--:|--:|\n",
+            "| scenario | conc. | public-web | dispatcher | ping-listener | broker | client | OTLP sink | total |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         for point in self.points.iter().filter(|p| !p.cpu_ms.is_empty()) {
             let requests = point.report.requests.max(1) as f64;
@@ -488,7 +489,7 @@ mod tests {
         let cpu = results().cpu();
         // 500 ms of broker CPU over 1000 requests: 500 µs each.
         assert!(
-            cpu.contains("| raw AMQP floor | 16 | – | – | – | 500 | 250 | 750 |"),
+            cpu.contains("| raw AMQP floor | 16 | – | – | – | 500 | 250 | – | 750 |"),
             "{cpu}"
         );
     }
