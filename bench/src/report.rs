@@ -33,6 +33,9 @@ pub struct Numbers {
     pub p99_ms: f64,
     pub requests: u64,
     pub errors: u64,
+    /// Wall-clock length of the run.
+    #[serde(default)]
+    pub duration_s: f64,
 }
 
 /// One measured point: a scenario at a concurrency.
@@ -45,7 +48,8 @@ pub struct Point {
     pub busy: u32,
     /// CPU time each process spent during the point, in milliseconds:
     /// the services, `broker`, `client` (the load generator; for the
-    /// floor, both of its sides) and, tracing on, `otlp-sink`.
+    /// floor, both of its sides), tracing on `otlp-sink`, and `other`:
+    /// everything else the machine ran meanwhile.
     #[serde(default)]
     pub cpu_ms: BTreeMap<String, f64>,
     pub report: Numbers,
@@ -131,8 +135,8 @@ impl Results {
     /// The main table, as Markdown.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| scenario | conc. | req/s | p50 ms | p99 ms | req/s ÷ floor | p50 ÷ floor | p99 ÷ floor | errors | builds running |\n\
-             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+            "| scenario | conc. | req/s | p50 ms | p99 ms | req/s ÷ floor | p50 ÷ floor | p99 ÷ floor | errors | builds running | other load |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         );
         let mut concurrencies: Vec<usize> = self.points.iter().map(|p| p.concurrency).collect();
         concurrencies.sort_unstable();
@@ -152,9 +156,13 @@ impl Results {
                     Some(base) if base > 0.0 => format!("{:.2}", value / base),
                     _ => "–".to_owned(),
                 };
+                let other = point.cpu_ms.get("other").map_or_else(
+                    || "–".to_owned(),
+                    |ms| format!("{:.0} %", ms / 10.0 / numbers.duration_s.max(0.001)),
+                );
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
                     label(scenario),
                     concurrency,
                     numbers.rps,
@@ -165,6 +173,7 @@ impl Results {
                     ratio(numbers.p99_ms, floor.map(|f| f.p99_ms)),
                     numbers.errors,
                     point.busy,
+                    other,
                 );
             }
         }
@@ -196,7 +205,10 @@ impl Results {
                     None => "–".to_owned(),
                 })
                 .collect();
-            let total: f64 = point.cpu_ms.values().sum();
+            let total: f64 = COLUMNS
+                .iter()
+                .filter_map(|column| point.cpu_ms.get(*column))
+                .sum();
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.0} |",
@@ -435,13 +447,18 @@ mod tests {
             scenario: scenario.to_owned(),
             concurrency,
             busy: 0,
-            cpu_ms: BTreeMap::from([("broker".to_owned(), 500.0), ("client".to_owned(), 250.0)]),
+            cpu_ms: BTreeMap::from([
+                ("broker".to_owned(), 500.0),
+                ("client".to_owned(), 250.0),
+                ("other".to_owned(), 1000.0),
+            ]),
             report: Numbers {
                 rps,
                 p50_ms: p99_ms / 2.0,
                 p99_ms,
                 requests: 1000,
                 errors,
+                duration_s: 10.0,
             },
         }
     }
@@ -475,7 +492,7 @@ mod tests {
     fn rows_are_ratios_to_the_floor_at_the_same_concurrency() {
         let table = results().table();
         assert!(
-            table.contains("| full path, tracing off | 64 | 12000 | 5.000 | 10.000 | 0.60 | 2.00 | 2.00 | 0 | 0 |"),
+            table.contains("| full path, tracing off | 64 | 12000 | 5.000 | 10.000 | 0.60 | 2.00 | 2.00 | 0 | 0 | 10 % |"),
             "{table}"
         );
         assert!(
