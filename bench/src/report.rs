@@ -53,6 +53,69 @@ pub struct Point {
     #[serde(default)]
     pub cpu_ms: BTreeMap<String, f64>,
     pub report: Numbers,
+    /// When several rounds were merged into this point: the lowest and
+    /// highest req/s among them.
+    #[serde(skip)]
+    pub rps_range: Option<(f64, f64)>,
+}
+
+/// Merges the rounds of each scenario and concurrency (`bin/bench
+/// --rounds`) into one point: the median req/s, p50 and p99 (each on its
+/// own), errors, requests, durations and CPU summed (so CPU per request is
+/// over all rounds), the most builds seen. Order of first appearance is
+/// kept.
+pub fn merge_rounds(points: Vec<Point>) -> Vec<Point> {
+    let mut groups: Vec<Vec<Point>> = Vec::new();
+    for point in points {
+        match groups.iter_mut().find(|group| {
+            group[0].scenario == point.scenario && group[0].concurrency == point.concurrency
+        }) {
+            Some(group) => group.push(point),
+            None => groups.push(vec![point]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|mut group| {
+            if group.len() == 1 {
+                return group.remove(0);
+            }
+            let median = |value: fn(&Numbers) -> f64| {
+                let mut values: Vec<f64> = group.iter().map(|p| value(&p.report)).collect();
+                values.sort_by(f64::total_cmp);
+                let middle = values.len() / 2;
+                if values.len().is_multiple_of(2) {
+                    (values[middle - 1] + values[middle]) / 2.0
+                } else {
+                    values[middle]
+                }
+            };
+            let rps: Vec<f64> = group.iter().map(|p| p.report.rps).collect();
+            let low = rps.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = rps.iter().copied().fold(0.0, f64::max);
+            let mut cpu_ms = BTreeMap::<String, f64>::new();
+            for point in &group {
+                for (process, ms) in &point.cpu_ms {
+                    *cpu_ms.entry(process.clone()).or_default() += ms;
+                }
+            }
+            Point {
+                scenario: group[0].scenario.clone(),
+                concurrency: group[0].concurrency,
+                busy: group.iter().map(|p| p.busy).max().unwrap_or(0),
+                cpu_ms,
+                report: Numbers {
+                    rps: median(|n| n.rps),
+                    p50_ms: median(|n| n.p50_ms),
+                    p99_ms: median(|n| n.p99_ms),
+                    requests: group.iter().map(|p| p.report.requests).sum(),
+                    errors: group.iter().map(|p| p.report.errors).sum(),
+                    duration_s: group.iter().map(|p| p.report.duration_s).sum(),
+                },
+                rps_range: Some((low, high)),
+            }
+        })
+        .collect()
 }
 
 /// Idle resident memory of one service.
@@ -102,6 +165,23 @@ pub fn parse_lines<T: for<'de> Deserialize<'de>>(text: &str) -> Result<Vec<T>, S
         .collect()
 }
 
+/// Points whose run had errors, or that answered nothing.
+pub fn failures(points: &[Point]) -> Vec<String> {
+    points
+        .iter()
+        .filter(|point| point.report.errors > 0 || point.report.requests == 0)
+        .map(|point| {
+            format!(
+                "{} at concurrency {}: {} errors in {} requests",
+                label(&point.scenario),
+                point.concurrency,
+                point.report.errors,
+                point.report.requests
+            )
+        })
+        .collect()
+}
+
 /// The memory budgets, in MiB.
 pub const PARKED_BUDGET_MIB: f64 = 64.0;
 pub const IDLE_BUDGET_MIB: f64 = 20.0;
@@ -117,19 +197,7 @@ impl Results {
 
     /// Points whose run had errors, or that answered nothing.
     pub fn failures(&self) -> Vec<String> {
-        self.points
-            .iter()
-            .filter(|point| point.report.errors > 0 || point.report.requests == 0)
-            .map(|point| {
-                format!(
-                    "{} at concurrency {}: {} errors in {} requests",
-                    label(&point.scenario),
-                    point.concurrency,
-                    point.report.errors,
-                    point.report.requests
-                )
-            })
-            .collect()
+        failures(&self.points)
     }
 
     /// The main table, as Markdown.
@@ -160,12 +228,16 @@ impl Results {
                     || "–".to_owned(),
                     |ms| format!("{:.0} %", ms / 10.0 / numbers.duration_s.max(0.001)),
                 );
+                let rps = match point.rps_range {
+                    Some((low, high)) => format!("{:.0} ({low:.0}–{high:.0})", numbers.rps),
+                    None => format!("{:.0}", numbers.rps),
+                };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} |",
                     label(scenario),
                     concurrency,
-                    numbers.rps,
+                    rps,
                     numbers.p50_ms,
                     numbers.p99_ms,
                     ratio(numbers.rps, floor.map(|f| f.rps)),
@@ -460,6 +532,7 @@ mod tests {
                 errors,
                 duration_s: 10.0,
             },
+            rps_range: None,
         }
     }
 
@@ -528,6 +601,32 @@ mod tests {
             targets.contains("largest: dispatcher (off) 25.0 MiB | **no**"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn rounds_merge_into_medians_with_their_range() {
+        let merged = merge_rounds(vec![
+            point(FULL, 64, 3000.0, 30.0, 0),
+            point(FLOOR, 64, 9000.0, 10.0, 0),
+            point(FULL, 64, 4000.0, 20.0, 1),
+            point(FULL, 64, 3500.0, 40.0, 0),
+        ]);
+        assert_eq!(merged.len(), 2);
+        let full = &merged[0];
+        assert_eq!(full.scenario, FULL);
+        assert_eq!(full.report.rps, 3500.0);
+        assert_eq!(full.report.p99_ms, 30.0);
+        assert_eq!(full.report.requests, 3000);
+        assert_eq!(full.report.errors, 1);
+        assert_eq!(full.rps_range, Some((3000.0, 4000.0)));
+        assert_eq!(full.cpu_ms["broker"], 1500.0);
+        assert_eq!(merged[1].rps_range, None);
+        let table = Results {
+            points: merged,
+            ..Results::default()
+        }
+        .table();
+        assert!(table.contains("| 3500 (3000–4000) |"), "{table}");
     }
 
     #[test]

@@ -68,8 +68,9 @@ fn main() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("parsing {}", path.display()))?,
         None => BTreeMap::new(),
     };
+    let failures = report::failures(&points);
     let results = Results {
-        points,
+        points: report::merge_rounds(points),
         idle,
         parked,
     };
@@ -90,7 +91,6 @@ fn main() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench-report: results written to {}", path.display());
     }
-    let failures = results.failures();
     for failure in &failures {
         eprintln!("bench-report: FAILED: {failure}");
     }
