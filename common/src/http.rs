@@ -288,6 +288,19 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// The HTTP client a service keeps for its calls to another service: one
+/// per service, reused, so its pool keeps connections alive. Every call is
+/// bounded by `timeout`; calls go to our own services, so redirects are
+/// never followed (and the redirect machinery is skipped).
+pub fn service_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+}
+
 /// A CLIENT span for an outgoing HTTP call; send the request inside it
 /// with the headers from [`client_headers`].
 pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {

@@ -59,10 +59,7 @@ impl Application {
     /// Serves HTTP and runs the AMQP session until `shutdown`; then drains
     /// both and closes the broker connection.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let callbacks = reqwest::Client::builder()
-            .timeout(self.state.config.callback_timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
+        let callbacks = http::service_client(self.state.config.callback_timeout)
             .map_err(std::io::Error::other)?;
         let amqp = tokio::spawn(broker::run(
             self.state.config.clone(),

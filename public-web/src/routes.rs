@@ -24,15 +24,18 @@ pub async fn submit(
     JsonEvent(event): JsonEvent,
 ) -> Result<Json<Event>, PublicWebError> {
     let deadline = Instant::now() + state.config.request_timeout;
+    let mut parked = state.pending.park(&event.id)?;
+    let id = event.id.clone();
     let timed_out = |_| {
         common::metrics::request_timed_out();
-        tracing::warn!(event_id = %event.id, "no response in time");
+        tracing::warn!(event_id = %id, "no response in time");
         PublicWebError::Timeout(state.config.request_timeout.as_millis())
     };
-    let mut parked = state.pending.park(&event.id)?;
     // The deadline covers the forward too: a slow dispatcher must not
-    // stretch a request past REQUEST_TIMEOUT_MS.
-    tokio::time::timeout_at(deadline, forward(&state, &event))
+    // stretch a request past REQUEST_TIMEOUT_MS. The forward is boxed and
+    // takes the event, so neither its large state nor the event stays
+    // allocated while the request is parked (there may be 100,000 of them).
+    tokio::time::timeout_at(deadline, Box::pin(forward(&state, event)))
         .await
         .map_err(timed_out)??;
     let response = tokio::time::timeout_at(deadline, parked.response())
@@ -46,14 +49,14 @@ pub async fn submit(
 }
 
 /// Hands the event to the dispatcher, with this instance's callback URL.
-async fn forward(state: &AppState, event: &Event) -> Result<(), PublicWebError> {
+async fn forward(state: &AppState, event: Event) -> Result<(), PublicWebError> {
     let span = http::client_span("POST", &state.dispatcher_url);
     let sent = state
         .http
         .post(state.dispatcher_url.clone())
         .headers(http::client_headers(&span))
         .header(CALLBACK_URL_HEADER, state.callback_url.clone())
-        .json(event)
+        .json(&event)
         .send()
         .instrument(span.clone())
         .await;

@@ -52,11 +52,8 @@ impl Application {
             .callback_url
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}/dispatch"));
-        let http = reqwest::Client::builder()
-            .timeout(config.dispatcher_timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let http =
+            http::service_client(config.dispatcher_timeout).map_err(std::io::Error::other)?;
         let dispatcher_url = reqwest::Url::parse(&config.dispatcher_url)
             .map_err(|e| invalid_config("DISPATCHER_URL", e))?;
         let callback_url =

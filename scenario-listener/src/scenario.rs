@@ -97,7 +97,10 @@ impl Scenario {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                http: reqwest::Client::new(),
+                // Each call step has its own timeout; this only bounds a
+                // call whose step forgot to.
+                http: common::http::service_client(std::time::Duration::from_secs(60))
+                    .map_err(|error| ConfigError::new("PUBLIC_WEB_URL", public_web_url, error))?,
                 submit_url,
             }),
         })

@@ -27,6 +27,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -150,6 +151,14 @@ pub fn init(service_name: &str) -> Telemetry {
             .with_ansi(std::io::stdout().is_terminal())
             .boxed()
     };
+    // Span fields in log lines are worth their cost (formatting every
+    // span's fields when it is created) only when spans are exported and
+    // carry the trace id. Without export, the stdout layer takes events
+    // only, no layer wants the spans, and they cost next to nothing.
+    let exporting_spans = tracer_provider.is_some();
+    let stdout = stdout.with_filter(filter_fn(move |metadata| {
+        exporting_spans || metadata.is_event()
+    }));
     // Exported spans and logs are the platform's own: the exporters' HTTP and
     // gRPC stacks must not feed their logs back into the export they are
     // performing, and lapin's connection-long `io_loop` span is not a
@@ -164,6 +173,8 @@ pub fn init(service_name: &str) -> Telemetry {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service_name.to_owned()))
             .with_error_events_to_status(true)
+            // Busy/idle time per span costs a clock read at every poll.
+            .with_tracked_inactivity(false)
             .with_filter(exported())
     });
     let logs = logger_provider
