@@ -259,3 +259,27 @@ async fn wait_until(condition: impl Fn() -> bool) {
     }
     panic!("condition not met within 5 s");
 }
+
+#[tokio::test]
+async fn public_web_speaks_h2c_so_many_requests_can_share_a_connection() {
+    let topology = Topology::new();
+    let stack = Stack::start(&topology).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            client
+                .post(stack.public_web.url())
+                .json(&ping_body())
+                .send()
+        })
+        .collect();
+    for response in futures_util::future::join_all(requests).await {
+        let response = response.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+    }
+    assert!(stack.pending.is_empty());
+}
