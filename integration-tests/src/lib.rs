@@ -121,6 +121,21 @@ pub struct Running {
 }
 
 impl Running {
+    /// Spawns `run` (a service's `run`, given its shutdown token) serving on
+    /// `addr`.
+    pub fn start<F>(addr: SocketAddr, run: impl FnOnce(CancellationToken) -> F) -> Self
+    where
+        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -159,14 +174,7 @@ pub async fn spawn_dispatcher(config: dispatcher::configuration::Config) -> Runn
     let app = dispatcher::startup::Application::build(config)
         .await
         .expect("dispatcher binds");
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    Running {
-        addr,
-        shutdown,
-        task,
-    }
+    Running::start(app.local_addr(), |shutdown| app.run(shutdown))
 }
 
 /// A ping listener's configuration for `topology`, on a free port.
@@ -185,14 +193,7 @@ pub async fn spawn_listener<H: Handler>(config: ListenerConfig, handler: H) -> R
     let listener = Listener::bind(config, handler)
         .await
         .expect("listener binds");
-    let addr = listener.local_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(listener.run(shutdown.clone()));
-    Running {
-        addr,
-        shutdown,
-        task,
-    }
+    Running::start(listener.local_addr(), |shutdown| listener.run(shutdown))
 }
 
 pub fn public_web_config(dispatcher_url: &str) -> public_web::configuration::Config {
@@ -216,16 +217,9 @@ pub async fn spawn_public_web(
     let app = public_web::startup::Application::build(config)
         .await
         .expect("public-web binds");
-    let addr = app.local_addr();
     let pending = app.pending();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
     (
-        Running {
-            addr,
-            shutdown,
-            task,
-        },
+        Running::start(app.local_addr(), |shutdown| app.run(shutdown)),
         pending,
     )
 }

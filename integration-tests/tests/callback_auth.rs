@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::callback_auth::{CallbackSecret, SIGNATURE_HEADER};
 use integration_tests::*;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 /// public-web with a secret and an internal `/dispatch` port.
 async fn spawn_guarded_public_web(
@@ -23,15 +22,8 @@ async fn spawn_guarded_public_web(
         .unwrap();
     let dispatch_url = format!("http://{}/dispatch", app.dispatch_addr());
     let pending = app.pending();
-    let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
     (
-        Running {
-            addr,
-            shutdown,
-            task,
-        },
+        Running::start(app.local_addr(), |shutdown| app.run(shutdown)),
         dispatch_url,
         pending,
     )
