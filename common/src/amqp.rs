@@ -17,7 +17,8 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -178,6 +179,16 @@ pub async fn publish_confirmed(
         }
     }
     result
+}
+
+/// Opens a channel to consume on, holding at most `prefetch` unacked
+/// deliveries (and so that many handlers running at once).
+pub async fn consumer_channel(connection: &Connection, prefetch: u16) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Opens a channel in publisher-confirm mode.

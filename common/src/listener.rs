@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::FutureExt;
 use lapin::message::Delivery;
-use lapin::options::BasicQosOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::net::TcpListener;
@@ -152,10 +151,7 @@ async fn consume<H: Handler>(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> lapin::Result<()> {
-    let consumer_channel = connection.create_channel().await?;
-    consumer_channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
+    let consumer_channel = amqp::consumer_channel(&connection, config.prefetch).await?;
     amqp::declare_queue(&consumer_channel, &config.queue).await?;
     let publisher = amqp::confirm_channel(&connection).await?;
     let timeout = config.publish_timeout;

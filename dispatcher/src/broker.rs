@@ -12,7 +12,6 @@ use common::amqp::{self, CALLBACK_URL_HEADER, Readiness};
 use common::callback_auth::{CallbackSecret, SIGNATURE_HEADER};
 use common::http;
 use lapin::message::Delivery;
-use lapin::options::BasicQosOptions;
 use lapin::{Channel, Connection};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
@@ -65,10 +64,7 @@ async fn session(
     http: &reqwest::Client,
     shutdown: &CancellationToken,
 ) -> lapin::Result<()> {
-    let consumer_channel = connection.create_channel().await?;
-    consumer_channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
+    let consumer_channel = amqp::consumer_channel(&connection, config.prefetch).await?;
     for queue in config.routes.queues() {
         amqp::declare_queue(&consumer_channel, queue).await?;
     }
