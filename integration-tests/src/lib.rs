@@ -297,11 +297,8 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Reserves a free port without listening on it yet.
     pub async fn reserve(target: SocketAddr) -> Self {
-        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = probe.local_addr().expect("addr").port();
-        drop(probe);
         Self {
-            port,
+            port: processes::free_port(),
             target,
             running: None,
         }

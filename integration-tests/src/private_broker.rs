@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::processes::listen_port;
+use crate::processes::free_port;
 
 /// How long a node may take to boot before the test gives up.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,8 +41,8 @@ impl PrivateBroker {
         let node = format!("it-{}@localhost", &id[..12]);
         let dir = std::env::temp_dir().join(format!("it-rabbitmq-{id}"));
         std::fs::create_dir_all(&dir).expect("the node's directory");
-        let amqp_port = listen_port();
-        let dist_port = listen_port();
+        let amqp_port = free_port();
+        let dist_port = free_port();
         // Our own (empty) env file and config: /etc/rabbitmq's would name
         // the shared node and its listener.
         std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");

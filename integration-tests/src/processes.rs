@@ -49,12 +49,25 @@ fn binary(name: &str) -> PathBuf {
     target_dir().join(name)
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port for a process to listen on later (on every address, as
+/// the services bind), chosen below the kernel's ephemeral range: there any
+/// outgoing connection may take the port before the process binds it (it
+/// happens on a machine busy with connections); below it, only explicit
+/// binds compete.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    const LOWEST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .filter(|&low: &u16| low > LOWEST + 1_000)
+        .unwrap_or(32_768);
+    loop {
+        let random = uuid::Uuid::new_v4().as_u128();
+        let port = LOWEST + (random % u128::from(ephemeral - LOWEST)) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running service process; killed when dropped.
@@ -273,8 +286,8 @@ pub async fn spawn_front_processes(
         ("RESPONSE_QUEUE", &topology.response_queue),
     ]);
     dispatcher_env.extend_from_slice(extra);
-    let dispatcher = ServiceProcess::spawn("dispatcher", listen_port(), &dispatcher_env).await;
-    let public_web = spawn_public_web_process(listen_port(), &dispatcher.url(), extra).await;
+    let dispatcher = ServiceProcess::spawn("dispatcher", free_port(), &dispatcher_env).await;
+    let public_web = spawn_public_web_process(free_port(), &dispatcher.url(), extra).await;
     crate::wait_ready(&dispatcher.url()).await;
     crate::wait_ready(&public_web.url()).await;
     (dispatcher, public_web)
@@ -290,25 +303,4 @@ pub async fn spawn_public_web_process(
     let mut public_web_env = env(&[("DISPATCHER_URL", dispatcher_url)]);
     public_web_env.extend_from_slice(extra);
     ServiceProcess::spawn("public-web", port, &public_web_env).await
-}
-
-/// A free TCP port for a process to listen on later, chosen below the
-/// kernel's ephemeral range: [`free_port`]'s come from that range, where
-/// any outgoing connection may take the port before the process binds it
-/// (it happens on a machine busy with connections); below it, only
-/// explicit binds compete.
-pub fn listen_port() -> u16 {
-    const LOWEST: u16 = 10_000;
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .filter(|&low: &u16| low > LOWEST + 1_000)
-        .unwrap_or(32_768);
-    loop {
-        let random = uuid::Uuid::new_v4().as_u128();
-        let port = LOWEST + (random % u128::from(ephemeral - LOWEST)) as u16;
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return port;
-        }
-    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::amqp;
 use integration_tests::private_broker::PrivateBroker;
 use integration_tests::processes::{
-    ServiceProcess, env, listen_port, metric_value, spawn_front_processes, spawn_public_web_process,
+    ServiceProcess, env, free_port, metric_value, spawn_front_processes, spawn_public_web_process,
 };
 use integration_tests::*;
 use lapin::options::BasicPublishOptions;
@@ -231,7 +231,7 @@ async fn a_listener_killed_while_holding_unacked_requests_has_them_redelivered()
     // frozen: the broker hands it every request and none gets an answer.
     let doomed = ServiceProcess::spawn(
         "ping-listener",
-        listen_port(),
+        free_port(),
         &env(&[
             ("AMQP_URL", &amqp_url()),
             ("QUEUE", &topology.request_queue),
