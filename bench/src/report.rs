@@ -473,6 +473,8 @@ pub fn replace_section(document: &str, section: &str) -> String {
 pub struct RunInfo {
     pub date: String,
     pub command: String,
+    /// The commit measured, `-dirty` when the tree had changes.
+    pub tree: String,
     pub cores: String,
     pub cpu: String,
     pub rabbitmq: String,
@@ -484,8 +486,8 @@ pub struct RunInfo {
 pub fn section(info: &RunInfo, results: &Results) -> String {
     let mut out = format!(
         "## Latest results\n\n\
-         - date: {}\n- command: `{}`\n- machine: {} cores ({}), RabbitMQ {}\n- each point: {}, closed loop\n",
-        info.date, info.command, info.cores, info.cpu, info.rabbitmq, info.duration
+         - date: {}\n- command: `{}`\n- tree: {}\n- machine: {} cores ({}), RabbitMQ {}\n- each point: {}, closed loop\n",
+        info.date, info.command, info.tree, info.cores, info.cpu, info.rabbitmq, info.duration
     );
     if !info.sink.is_empty() {
         let counts: Vec<String> = info

@@ -30,6 +30,9 @@ struct Cli {
     date: String,
     #[arg(long, default_value = "")]
     command: String,
+    /// The commit measured (`git describe --always --dirty`).
+    #[arg(long, default_value = "")]
+    tree: String,
     #[arg(long, default_value = "")]
     cores: String,
     #[arg(long, default_value = "")]
@@ -77,6 +80,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let info = RunInfo {
         date: cli.date,
         command: cli.command,
+        tree: cli.tree,
         cores: cli.cores,
         cpu: cli.cpu,
         rabbitmq: cli.rabbitmq,
