@@ -19,9 +19,3 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use event::{Event, EventInput, HandlerError};
-
-/// Every binary of the platform allocates with mimalloc: under load glibc's
-/// malloc was 12–14 % of each service's CPU profile, and it keeps freed
-/// memory in its arenas where mimalloc returns it (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
