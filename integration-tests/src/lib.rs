@@ -51,6 +51,19 @@ impl Topology {
         queues
     }
 
+    /// Waits (up to 5 s) until `queue` holds `expected` messages, then
+    /// returns how many it holds.
+    pub async fn wait_for_depth(queue: &str, expected: u32) -> u32 {
+        for _ in 0..100 {
+            let depth = Self::depth(queue).await;
+            if depth == expected {
+                return depth;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self::depth(queue).await
+    }
+
     /// Messages waiting in `queue` (0 when it does not exist).
     pub async fn depth(queue: &str) -> u32 {
         let connection = connect().await;

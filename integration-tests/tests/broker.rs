@@ -81,13 +81,7 @@ async fn poison_requests_are_dead_lettered_once_not_redelivered() {
             .unwrap();
     }
     let dead = amqp::dead_letter_queue(&topology.request_queue);
-    for _ in 0..200 {
-        if Topology::depth(&dead).await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(Topology::depth(&dead).await, 3);
+    assert_eq!(Topology::wait_for_depth(&dead, 3).await, 3);
     assert_eq!(Topology::depth(&topology.request_queue).await, 0);
 
     let (status, _) = post_json(
@@ -125,13 +119,7 @@ async fn poison_responses_are_dead_lettered() {
             .unwrap();
     }
     let dead = amqp::dead_letter_queue(&topology.response_queue);
-    for _ in 0..200 {
-        if Topology::depth(&dead).await == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(Topology::depth(&dead).await, 2);
+    assert_eq!(Topology::wait_for_depth(&dead, 2).await, 2);
     amqp::close(&connection).await;
 }
 
@@ -162,13 +150,7 @@ async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
         .await
         .unwrap();
     let dead = amqp::dead_letter_queue(&topology.request_queue);
-    for _ in 0..200 {
-        if Topology::depth(&dead).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(Topology::depth(&dead).await, 1);
+    assert_eq!(Topology::wait_for_depth(&dead, 1).await, 1);
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::SeqCst),
         2,

@@ -121,14 +121,8 @@ async fn a_dispatcher_with_another_secret_never_completes_a_request() {
     assert_eq!(status, 504, "{body}");
     assert!(pending.is_empty());
     let dead = common::amqp::dead_letter_queue(&topology.response_queue);
-    for _ in 0..100 {
-        if Topology::depth(&dead).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        Topology::depth(&dead).await,
+        Topology::wait_for_depth(&dead, 1).await,
         1,
         "the refused callback is dead-lettered"
     );
