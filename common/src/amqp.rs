@@ -401,7 +401,6 @@ fn consumer_span(queue: &str, delivery: &Delivery) -> tracing::Span {
         messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
         messaging.message.body.size = delivery.data.len(),
         messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
-        trace_id = tracing::field::Empty,
     );
     propagation::adopt(
         &span,

@@ -270,7 +270,6 @@ async fn observe(request: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
     );
     let trace_id = propagation::adopt(&span, propagation::extract_http(request.headers()));
 

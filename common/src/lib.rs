@@ -6,6 +6,7 @@
 //! connection. Keeping those pieces here means each service crate is only its
 //! own routes and handlers.
 
+mod allocator;
 pub mod amqp;
 pub mod callback_auth;
 pub mod config;

@@ -67,9 +67,8 @@ pub fn inject_amqp(span: &tracing::Span, headers: &mut FieldTable) {
     });
 }
 
-/// Makes `parent` the parent of `span` (call before entering it), and
-/// records the trace id on it so log lines inside carry it. Returns the
-/// trace id, or `None` when tracing is off.
+/// Makes `parent` the parent of `span` (call before entering it). Returns
+/// the trace id, or `None` when tracing is off.
 pub fn adopt(span: &tracing::Span, parent: Context) -> Option<String> {
     // Err only when no OpenTelemetry layer is installed: tracing is off.
     span.set_parent(parent).ok()?;
@@ -77,9 +76,7 @@ pub fn adopt(span: &tracing::Span, parent: Context) -> Option<String> {
     if trace_id == opentelemetry::trace::TraceId::INVALID {
         return None;
     }
-    let trace_id = trace_id.to_string();
-    span.record("trace_id", trace_id.as_str());
-    Some(trace_id)
+    Some(trace_id.to_string())
 }
 
 #[cfg(test)]

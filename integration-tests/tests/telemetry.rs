@@ -197,7 +197,7 @@ async fn one_ping_is_one_trace(protocol: &str) {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| line["message"] == "event published")
         .expect("the JSON log line");
-    assert_eq!(line["span"]["trace_id"], client_trace.as_str());
+    assert_eq!(line["trace_id"], client_trace.as_str());
 
     // /metrics counted the request, the publish and the ack.
     let public_web = reqwest::get(format!("{}/metrics", stack.public_web.url()))

@@ -3,24 +3,29 @@
 //!
 //! Run it against a public-web whose dispatcher has no listener behind its
 //! route and whose `REQUEST_TIMEOUT_MS` outlasts the run, so every request
-//! stays parked. It reads public-web's `VmRSS`, opens `--requests` client
-//! connections (one HTTP/1.1 `POST /` each, never read: public-web is
-//! HTTP/1, so every parked request holds a connection of its own), waits
-//! until `public_web_pending_requests` says they are all parked, reads
-//! `VmRSS` again, then hangs up and reads it once more after the map has
-//! drained. Connections come from several 127.0.1.x source addresses,
-//! since one address has fewer ephemeral ports than 100,000 sockets need,
-//! and are paced by the pending gauge so the accept backlog never
-//! overflows. Every wait is bounded by `--deadline`.
+//! stays parked. It reads public-web's `VmRSS`, sends `--requests` pings
+//! that it never reads, waits until `public_web_pending_requests` says they
+//! are all parked, reads `VmRSS` again, then hangs up and reads it once
+//! more after the map has drained. Every wait is bounded by `--deadline`.
 //!
-//! The process needs a file descriptor per connection: raise `ulimit -n`
-//! for it (and for public-web) first. Prints one JSON line.
+//! `--protocol http1` sends each request on a connection of its own (an
+//! HTTP/1.1 connection carries one request at a time); `--protocol h2c`
+//! sends them as streams of HTTP/2 connections (prior knowledge, no TLS),
+//! as many per connection as public-web allows at once, the way a proxy or
+//! a gRPC-style client in front of it would. Connections come from several
+//! 127.0.1.x source addresses, since one address has fewer ephemeral ports
+//! than 100,000 sockets need, and are paced by the pending gauge so the
+//! accept backlog never overflows.
+//!
+//! The process needs a file descriptor per connection: with HTTP/1.1, raise
+//! `ulimit -n` for it (and for public-web) first. Prints one JSON line.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -44,9 +49,51 @@ struct Cli {
     /// count is extrapolated from the measured slope.
     #[arg(long)]
     target: Option<usize>,
+    /// How the requests reach public-web.
+    #[arg(long, value_enum, default_value_t = Protocol::Http1)]
+    protocol: Protocol,
     /// Give up (and fail) when the requests are not all parked by then.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     deadline: Duration,
+}
+
+/// The HTTP version of the parked requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// HTTP/1.1: one connection per parked request.
+    Http1,
+    /// HTTP/2 over cleartext: many parked requests per connection.
+    H2c,
+}
+
+impl Protocol {
+    /// Requests one connection carries: HTTP/1.1 one at a time; HTTP/2 as
+    /// many concurrent streams as hyper's server allows by default.
+    fn requests_per_connection(self) -> usize {
+        match self {
+            Protocol::Http1 => 1,
+            Protocol::H2c => 200,
+        }
+    }
+}
+
+/// A client connection with its requests in flight; dropping it hangs up.
+enum Held {
+    Http1(TcpStream),
+    H2c {
+        driver: tokio::task::JoinHandle<()>,
+        /// Unanswered streams; h2 resets a stream whose handles are all
+        /// dropped, so they are kept.
+        _streams: Vec<(h2::client::ResponseFuture, h2::SendStream<Bytes>)>,
+    },
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::H2c { driver, .. } = self {
+            driver.abort();
+        }
+    }
 }
 
 /// Connections per source address, well under the ephemeral port range.
@@ -73,8 +120,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let rss_before = bench::vm_rss_kib(cli.pid)?;
 
-    let request = request_bytes();
-    let mut held: Vec<TcpStream> = Vec::with_capacity(cli.requests);
+    let per_connection = cli.protocol.requests_per_connection();
+    let mut held: Vec<Held> = Vec::with_capacity(cli.requests.div_ceil(per_connection));
     let mut opened = 0;
     // (parked, RSS KiB) along the way, for the slope.
     let mut samples = vec![(0, rss_before)];
@@ -93,12 +140,19 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let batch = room.min(cli.requests - opened).min(CONNECTING);
-        let mut connects = futures_util::stream::iter(opened..opened + batch)
-            .map(|index| open(cli.addr, index, &request))
+        let batch = room
+            .min(cli.requests - opened)
+            .min(CONNECTING * per_connection);
+        let first_connection = held.len();
+        let connections = batch.div_ceil(per_connection);
+        let mut connects = futures_util::stream::iter(0..connections)
+            .map(|i| {
+                let requests = per_connection.min(batch - i * per_connection);
+                open(cli.addr, cli.protocol, first_connection + i, requests)
+            })
             .buffer_unordered(CONNECTING);
-        while let Some(stream) = connects.next().await {
-            held.push(stream.with_context(|| {
+        while let Some(connection) = connects.next().await {
+            held.push(connection.with_context(|| {
                 format!("connection {} (is `ulimit -n` high enough?)", held.len())
             })?);
         }
@@ -123,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let extra_at_target_kib = rss_parked.saturating_sub(rss_before) as f64
         + slope * target.saturating_sub(parked) as f64 / 1024.0;
 
+    let held_connections = held.len();
     drop(held);
     let drained = wait_for(&http, &metrics, deadline, |parked| parked == 0).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -131,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
     let extra_kib = rss_parked.saturating_sub(rss_before);
     let report = serde_json::json!({
         "requests": cli.requests,
+        "protocol": format!("{:?}", cli.protocol).to_lowercase(),
+        "connections": held_connections,
         "parked": parked,
         "rss_before_kib": rss_before,
         "rss_parked_kib": rss_parked,
@@ -145,7 +202,8 @@ async fn main() -> anyhow::Result<()> {
         "parked_s": (parked_s * 10.0).round() / 10.0,
     });
     eprintln!(
-        "parked-rss: {parked} parked in {parked_s:.1} s; public-web RSS {} -> {} MiB (+{:.1} MiB, {} B per request); {} MiB after the clients hung up",
+        "parked-rss: {parked} parked over {held_connections} {:?} connections in {parked_s:.1} s; public-web RSS {} -> {} MiB (+{:.1} MiB, {} B per request); {} MiB after the clients hung up",
+        cli.protocol,
         rss_before / 1024,
         rss_parked / 1024,
         extra_kib as f64 / 1024.0,
@@ -177,9 +235,14 @@ fn slope_bytes_per_request(samples: &[(usize, u64)], from: usize) -> f64 {
     }
 }
 
-/// Connection `index`: from 127.0.1.x, sending one ping and keeping the
-/// socket open.
-async fn open(addr: SocketAddrV4, index: usize, request: &[u8]) -> anyhow::Result<TcpStream> {
+/// Connection `index`, from 127.0.1.x, carrying `requests` pings that are
+/// sent and never read.
+async fn open(
+    addr: SocketAddrV4,
+    protocol: Protocol,
+    index: usize,
+    requests: usize,
+) -> anyhow::Result<Held> {
     let source = Ipv4Addr::new(127, 0, 1, 1 + u8::try_from(index / PER_SOURCE)?);
     let socket = TcpSocket::new_v4().context("creating a socket")?;
     socket
@@ -188,8 +251,13 @@ async fn open(addr: SocketAddrV4, index: usize, request: &[u8]) -> anyhow::Resul
     let connect = async {
         let mut stream = socket.connect(SocketAddr::V4(addr)).await?;
         stream.set_nodelay(true)?;
-        stream.write_all(request).await?;
-        std::io::Result::Ok(stream)
+        match protocol {
+            Protocol::Http1 => {
+                stream.write_all(&http1_request_bytes()).await?;
+                Ok(Held::Http1(stream))
+            }
+            Protocol::H2c => send_h2c(stream, requests).await,
+        }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
@@ -197,13 +265,42 @@ async fn open(addr: SocketAddrV4, index: usize, request: &[u8]) -> anyhow::Resul
         .context("connecting")
 }
 
-/// One `POST /` with a ping, as `req` sends it.
-fn request_bytes() -> Vec<u8> {
-    let body = serde_json::json!({
+/// Sends `requests` pings as concurrent streams of one HTTP/2 connection.
+async fn send_h2c(stream: TcpStream, requests: usize) -> anyhow::Result<Held> {
+    let (mut sender, connection) = h2::client::handshake(stream).await?;
+    let driver = tokio::spawn(async move {
+        // Ends when public-web or the drop of `Held` closes the connection.
+        let _ = connection.await;
+    });
+    let body = Bytes::from(ping_body());
+    let mut streams = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        sender = sender.ready().await?;
+        let request = http::Request::post("http://127.0.0.1/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(())?;
+        let (response, mut send) = sender.send_request(request, false)?;
+        send.send_data(body.clone(), true)?;
+        streams.push((response, send));
+    }
+    Ok(Held::H2c {
+        driver,
+        _streams: streams,
+    })
+}
+
+/// A ping, as `req` sends it.
+fn ping_body() -> String {
+    serde_json::json!({
         "type": "PingRequest",
         "data": {"sentAt": req::payload::now_millis()},
     })
-    .to_string();
+    .to_string()
+}
+
+/// One HTTP/1.1 `POST /` with a ping.
+fn http1_request_bytes() -> Vec<u8> {
+    let body = ping_body();
     format!(
         "POST / HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -286,7 +383,7 @@ mod tests {
 
     #[test]
     fn the_request_is_complete_http() {
-        let request = String::from_utf8(request_bytes()).unwrap();
+        let request = String::from_utf8(http1_request_bytes()).unwrap();
         let (head, body) = request.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("POST / HTTP/1.1\r\n"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
