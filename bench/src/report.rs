@@ -130,6 +130,10 @@ pub struct IdleRss {
 /// What parked-rss printed.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Parked {
+    /// `http1` (a connection per request) or `h2c` (streams sharing
+    /// connections).
+    pub protocol: String,
+    pub connections: usize,
     pub requests: usize,
     pub parked: usize,
     pub rss_before_kib: u64,
@@ -151,7 +155,8 @@ pub struct Parked {
 pub struct Results {
     pub points: Vec<Point>,
     pub idle: Vec<IdleRss>,
-    pub parked: Option<Parked>,
+    /// One per protocol parked-rss was run with.
+    pub parked: Vec<Parked>,
 }
 
 /// Parses JSON lines, skipping blank ones; errors name the line.
@@ -312,13 +317,15 @@ impl Results {
                 );
             }
         }
-        if let Some(parked) = &self.parked {
+        for parked in &self.parked {
             let _ = write!(
                 out,
-                "\nParked requests: {} of {} parked in {:.1} s; public-web RSS {:.1} → {:.1} MiB, \
+                "\nParked requests over {}: {} of {} parked on {} connections in {:.1} s; public-web RSS {:.1} → {:.1} MiB, \
                  **+{:.1} MiB** ({} bytes per parked request); {:.1} MiB after the clients hung up.\n",
+                protocol_name(&parked.protocol),
                 parked.parked,
                 parked.requests,
+                parked.connections,
                 parked.parked_s,
                 mib(parked.rss_before_kib),
                 mib(parked.rss_parked_kib),
@@ -397,28 +404,34 @@ impl Results {
                     }),
             );
         }
-        row(
-            "100,000 parked requests in < 64 MiB extra RSS",
-            self.parked.as_ref().map(|parked| {
-                let extra = parked.extra_at_target_kib / 1024.0;
-                let measured = parked.parked >= PARKED_TARGET_REQUESTS;
-                let how = if measured {
-                    format!("+{extra:.1} MiB measured")
-                } else if parked.target >= PARKED_TARGET_REQUESTS {
-                    format!(
-                        "+{extra:.1} MiB extrapolated from {} parked (+{:.1} MiB measured)",
-                        parked.parked,
-                        mib(parked.extra_kib)
-                    )
-                } else {
-                    format!("only {} parked", parked.parked)
-                };
-                (
+        if self.parked.is_empty() {
+            row("100,000 parked requests in < 64 MiB extra RSS", None);
+        }
+        for parked in &self.parked {
+            let extra = parked.extra_at_target_kib / 1024.0;
+            let measured = parked.parked >= PARKED_TARGET_REQUESTS;
+            let how = if measured {
+                format!("+{extra:.1} MiB measured")
+            } else if parked.target >= PARKED_TARGET_REQUESTS {
+                format!(
+                    "+{extra:.1} MiB extrapolated from {} parked (+{:.1} MiB measured)",
+                    parked.parked,
+                    mib(parked.extra_kib)
+                )
+            } else {
+                format!("only {} parked", parked.parked)
+            };
+            row(
+                &format!(
+                    "100,000 parked requests in < 64 MiB extra RSS ({})",
+                    protocol_name(&parked.protocol)
+                ),
+                Some((
                     how,
                     parked.target >= PARKED_TARGET_REQUESTS && extra < PARKED_BUDGET_MIB,
-                )
-            }),
-        );
+                )),
+            );
+        }
         let worst = self.idle.iter().max_by_key(|idle| idle.rss_kib);
         row(
             "idle RSS of each service < 20 MiB",
@@ -440,6 +453,15 @@ impl Results {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// How a parked-rss run reached public-web, in words.
+fn protocol_name(protocol: &str) -> &str {
+    match protocol {
+        "http1" => "HTTP/1.1, a connection each",
+        "h2c" => "HTTP/2 cleartext, streams sharing connections",
+        other => other,
+    }
 }
 
 /// Markers around the generated section of BENCHMARKS.md.
@@ -559,7 +581,7 @@ mod tests {
                     rss_kib: 25 * 1024,
                 },
             ],
-            parked: None,
+            parked: Vec::new(),
         }
     }
 

@@ -20,7 +20,7 @@ struct Cli {
     /// Idle RSS lines `{"service","stack","rss_kib"}`.
     #[arg(long)]
     idle: Option<PathBuf>,
-    /// parked-rss's JSON line.
+    /// parked-rss's JSON lines, one per protocol.
     #[arg(long)]
     parked: Option<PathBuf>,
     /// The OTLP sink's /stats JSON.
@@ -60,11 +60,9 @@ fn main() -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let parked = match &cli.parked {
-        Some(path) => Some(
-            serde_json::from_str(read(path)?.trim())
-                .with_context(|| format!("parsing {}", path.display()))?,
-        ),
-        None => None,
+        Some(path) => report::parse_lines(&read(path)?)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?,
+        None => Vec::new(),
     };
     let sink: BTreeMap<String, u64> = match &cli.sink {
         Some(path) => serde_json::from_str(read(path)?.trim())

@@ -79,7 +79,7 @@ impl Protocol {
 
 /// A client connection with its requests in flight; dropping it hangs up.
 enum Held {
-    Http1(TcpStream),
+    Http1(#[allow(dead_code, reason = "held open, never read")] TcpStream),
     H2c {
         driver: tokio::task::JoinHandle<()>,
         /// Unanswered streams; h2 resets a stream whose handles are all
