@@ -336,9 +336,22 @@ pub fn record_client_outcome(span: &tracing::Span, outcome: Result<StatusCode, &
         }
         Err(error) => {
             telemetry::record_error(span, error);
-            span.in_scope(|| tracing::warn!(error = %error, "HTTP call failed"));
+            span.in_scope(|| tracing::warn!(error = %error_chain(error), "HTTP call failed"));
         }
     }
+}
+
+/// `error` followed by its sources: reqwest's own message names only the
+/// URL, the cause (refused, reset, timed out) is in the sources.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting
