@@ -131,8 +131,11 @@ pub struct IdleRss {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Parked {
     /// `http1` (a connection per request) or `h2c` (streams sharing
-    /// connections).
+    /// connections); runs from before h2c have none and were HTTP/1.1.
+    #[serde(default = "http1")]
     pub protocol: String,
+    /// Client connections that carried the parked requests.
+    #[serde(default)]
     pub connections: usize,
     pub requests: usize,
     pub parked: usize,
@@ -148,6 +151,10 @@ pub struct Parked {
     /// (measured when `parked` reached it, else extrapolated by the slope).
     pub target: usize,
     pub extra_at_target_kib: f64,
+}
+
+fn http1() -> String {
+    "http1".to_owned()
 }
 
 /// Everything one run produced.
@@ -625,6 +632,41 @@ mod tests {
             targets.contains("largest: dispatcher (off) 25.0 MiB | **no**"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn parked_runs_are_judged_per_protocol() {
+        let lines = concat!(
+            r#"{"protocol":"http1","connections":19000,"requests":19000,"parked":19000,"rss_before_kib":8000,"rss_parked_kib":552000,"extra_kib":544000,"extra_bytes_per_request":29318,"rss_after_hangup_kib":550000,"parked_s":36.0,"slope_bytes_per_request":29000.0,"target":100000,"extra_at_target_kib":2800000.0}"#,
+            "\n",
+            r#"{"protocol":"h2c","connections":500,"requests":100000,"parked":100000,"rss_before_kib":8000,"rss_parked_kib":40000,"extra_kib":32000,"extra_bytes_per_request":327,"rss_after_hangup_kib":30000,"parked_s":15.0,"slope_bytes_per_request":330.0,"target":100000,"extra_at_target_kib":32000.0}"#,
+        );
+        let mut results = results();
+        results.parked = parse_lines(lines).unwrap();
+        let targets = results.targets();
+        assert!(
+            targets.contains("(HTTP/1.1, a connection each) | +2734.4 MiB extrapolated from 19000 parked (+531.2 MiB measured) | **no**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains(
+                "(HTTP/2 cleartext, streams sharing connections) | +31.2 MiB measured | yes"
+            ),
+            "{targets}"
+        );
+        let memory = results.memory();
+        assert!(
+            memory.contains("100000 of 100000 parked on 500 connections"),
+            "{memory}"
+        );
+    }
+
+    #[test]
+    fn a_parked_line_from_before_h2c_is_http1() {
+        let old = r#"{"requests":10,"parked":10,"rss_before_kib":1,"rss_parked_kib":2,"extra_kib":1,"extra_bytes_per_request":102,"rss_after_hangup_kib":1,"parked_s":1.0,"slope_bytes_per_request":100.0,"target":10,"extra_at_target_kib":1.0}"#;
+        let parked: Vec<Parked> = parse_lines(old).unwrap();
+        assert_eq!(parked[0].protocol, "http1");
+        assert_eq!(parked[0].connections, 0);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! with arena eager commit off they idle near the glibc figures and keep
 //! the throughput. The option is set by the first allocation of the
 //! process, before mimalloc has reserved any memory, so no environment
-//! variable is needed (`MIMALLOC_*` variables still set everything else).
+//! variable is needed; it also means `MIMALLOC_ARENA_EAGER_COMMIT` is
+//! overridden (other `MIMALLOC_*` variables still apply).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Once;
@@ -25,8 +26,8 @@ struct TunedMiMalloc;
 
 static TUNED: Once = Once::new();
 
-/// `mi_option_arena_eager_commit` of mimalloc.h, the same in its v2 and v3
-/// (libmimalloc-sys names only the options the two share by name).
+/// `mi_option_arena_eager_commit` of mimalloc.h, the same in its v2 and v3;
+/// libmimalloc-sys has no constant for it.
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Sets mimalloc's options; runs once, before the first allocation.

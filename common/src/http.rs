@@ -335,8 +335,9 @@ pub fn record_client_outcome(span: &tracing::Span, outcome: Result<StatusCode, &
             }
         }
         Err(error) => {
-            telemetry::record_error(span, error);
-            span.in_scope(|| tracing::warn!(error = %error_chain(error), "HTTP call failed"));
+            let cause = error_chain(error);
+            telemetry::record_error(span, &cause);
+            span.in_scope(|| tracing::warn!(error = %cause, "HTTP call failed"));
         }
     }
 }
@@ -364,4 +365,25 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_names_every_cause() {
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(
+            error_chain(&error),
+            "error sending request: connection refused"
+        );
+    }
 }

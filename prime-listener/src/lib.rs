@@ -158,7 +158,7 @@ fn parse_n(data: &Map<String, Value>, max_n: u64) -> Result<u64, HandlerError> {
 /// Marks the span as failed, the way the OpenTelemetry layer reads it.
 fn record_error(span: &Span, error: &HandlerError) {
     common::telemetry::record_error(span, error);
-    tracing::error!(parent: span, error = %error, "nth prime not computed");
+    span.in_scope(|| tracing::error!(error = %error, "nth prime not computed"));
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@ use crate::pending::{NotWaiting, ParkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublicWebError {
+    /// The request itself is unacceptable (not JSON, not an event, too
+    /// large): answered with the extractor's own status and error.
+    #[error("the request was refused: {0}")]
+    Rejected(ApiError),
     #[error(transparent)]
     Park(#[from] ParkError),
     #[error(transparent)]
@@ -45,7 +49,9 @@ impl From<&PublicWebError> for ApiError {
             PublicWebError::DispatcherUnreachable(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "dispatcher_unreachable", message)
             }
-            PublicWebError::DispatcherRefused(refusal) => refusal.clone(),
+            PublicWebError::Rejected(refusal) | PublicWebError::DispatcherRefused(refusal) => {
+                refusal.clone()
+            }
             PublicWebError::Timeout(_) => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
             }

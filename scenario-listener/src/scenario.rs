@@ -161,7 +161,7 @@ impl Scenario {
             // Step failures were logged where they happened; a refused
             // request has no step to carry it.
             if error.code == common::event::ErrorCode::InvalidInput {
-                tracing::error!(parent: &span, error = %error, "request refused");
+                span.in_scope(|| tracing::error!(error = %error, "request refused"));
             }
         }
         result

@@ -52,6 +52,11 @@ struct Cli {
     /// How the requests reach public-web.
     #[arg(long, value_enum, default_value_t = Protocol::Http1)]
     protocol: Protocol,
+    /// With h2c: parked requests per connection, at most the server's
+    /// stream limit.
+    #[arg(long, default_value_t = HYPER_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(HYPER_MAX_CONCURRENT_STREAMS)))]
+    streams_per_connection: u16,
     /// Give up (and fail) when the requests are not all parked by then.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     deadline: Duration,
@@ -66,16 +71,8 @@ enum Protocol {
     H2c,
 }
 
-impl Protocol {
-    /// Requests one connection carries: HTTP/1.1 one at a time; HTTP/2 as
-    /// many concurrent streams as hyper's server allows by default.
-    fn requests_per_connection(self) -> usize {
-        match self {
-            Protocol::Http1 => 1,
-            Protocol::H2c => 200,
-        }
-    }
-}
+/// hyper's default limit of concurrent streams per HTTP/2 connection.
+const HYPER_MAX_CONCURRENT_STREAMS: u16 = 200;
 
 /// A client connection with its requests in flight; dropping it hangs up.
 enum Held {
@@ -120,17 +117,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let rss_before = bench::vm_rss_kib(cli.pid)?;
 
-    let per_connection = cli.protocol.requests_per_connection();
+    let per_connection = match cli.protocol {
+        Protocol::Http1 => 1,
+        Protocol::H2c => usize::from(cli.streams_per_connection),
+    };
     let mut held: Vec<Held> = Vec::with_capacity(cli.requests.div_ceil(per_connection));
     let mut opened = 0;
     // (parked, RSS KiB) along the way, for the slope.
     let mut samples = vec![(0, rss_before)];
     while opened < cli.requests {
         if Instant::now() >= deadline {
-            bail!(
-                "{opened} of {} connections opened by the deadline",
-                cli.requests
-            );
+            bail!("{opened} of {} requests sent by the deadline", cli.requests);
         }
         // Never run more than the window ahead of what public-web parked.
         let parked = pending(&http, &metrics).await?;
@@ -140,9 +137,17 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let batch = room
-            .min(cli.requests - opened)
-            .min(CONNECTING * per_connection);
+        let left = cli.requests - opened;
+        let mut batch = room.min(left).min(CONNECTING * per_connection);
+        // Whole connections only, but the last: a half-used HTTP/2
+        // connection would count its overhead against too few requests.
+        if batch < left {
+            batch -= batch % per_connection;
+            if batch == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
         let first_connection = held.len();
         let connections = batch.div_ceil(per_connection);
         let mut connects = futures_util::stream::iter(0..connections)
@@ -153,7 +158,10 @@ async fn main() -> anyhow::Result<()> {
             .buffer_unordered(CONNECTING);
         while let Some(connection) = connects.next().await {
             held.push(connection.with_context(|| {
-                format!("connection {} (is `ulimit -n` high enough?)", held.len())
+                format!(
+                    "connection {} (out of file descriptors? see `ulimit -n`)",
+                    held.len()
+                )
             })?);
         }
         opened += batch;
@@ -178,6 +186,11 @@ async fn main() -> anyhow::Result<()> {
         + slope * target.saturating_sub(parked) as f64 / 1024.0;
 
     let held_connections = held.len();
+    let protocol = cli
+        .protocol
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default();
     drop(held);
     let drained = wait_for(&http, &metrics, deadline, |parked| parked == 0).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -186,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     let extra_kib = rss_parked.saturating_sub(rss_before);
     let report = serde_json::json!({
         "requests": cli.requests,
-        "protocol": format!("{:?}", cli.protocol).to_lowercase(),
+        "protocol": protocol,
         "connections": held_connections,
         "parked": parked,
         "rss_before_kib": rss_before,
@@ -202,8 +215,7 @@ async fn main() -> anyhow::Result<()> {
         "parked_s": (parked_s * 10.0).round() / 10.0,
     });
     eprintln!(
-        "parked-rss: {parked} parked over {held_connections} {:?} connections in {parked_s:.1} s; public-web RSS {} -> {} MiB (+{:.1} MiB, {} B per request); {} MiB after the clients hung up",
-        cli.protocol,
+        "parked-rss: {parked} parked over {held_connections} {protocol} connections in {parked_s:.1} s; public-web RSS {} -> {} MiB (+{:.1} MiB, {} B per request); {} MiB after the clients hung up",
         rss_before / 1024,
         rss_parked / 1024,
         extra_kib as f64 / 1024.0,
@@ -261,7 +273,7 @@ async fn open(
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .context("connect timed out (is public-web out of file descriptors?)")?
+        .context("connect timed out (is public-web out of file descriptors, or not answering?)")?
         .context("connecting")
 }
 

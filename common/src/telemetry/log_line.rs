@@ -5,7 +5,9 @@
 //! was 4–5 % of each service's CPU with tracing on, for fields that nearly
 //! no line ever showed (BENCHMARKS.md). A line written inside a traced
 //! request still carries the request's trace id, read from the current
-//! span's OpenTelemetry context when, and only when, a line is written.
+//! span's OpenTelemetry context when, and only when, a line is written. The
+//! current span, not an event's explicit `parent:`: log inside the span
+//! (`span.in_scope(..)`) for the line to carry its trace.
 
 use std::fmt::{self, Write as _};
 
@@ -67,17 +69,20 @@ fn current_trace_id() -> Option<TraceId> {
 }
 
 /// `line`, one formatted log line, with `trace_id` added: as the first
-/// field of a JSON object, or as the last `key=value` of a text line.
+/// field of a JSON object (a line that is not a non-empty object is left
+/// as it is), or as the last `key=value` of a text line.
 fn add_trace_id(line: &str, trace_id: TraceId, json: bool) -> String {
     let mut out = String::with_capacity(line.len() + 48);
-    match line.strip_prefix('{') {
-        Some(fields) if json => {
-            let _ = write!(out, "{{\"trace_id\":\"{trace_id}\",{fields}");
+    if json {
+        match line.strip_prefix('{') {
+            Some(fields) if !fields.trim_start().starts_with('}') => {
+                let _ = write!(out, "{{\"trace_id\":\"{trace_id}\",{fields}");
+            }
+            _ => out.push_str(line),
         }
-        _ => {
-            let text = line.strip_suffix('\n').unwrap_or(line);
-            let _ = writeln!(out, "{text} trace_id={trace_id}");
-        }
+    } else {
+        let text = line.strip_suffix('\n').unwrap_or(line);
+        let _ = writeln!(out, "{text} trace_id={trace_id}");
     }
     out
 }
@@ -100,6 +105,13 @@ mod tests {
         assert_eq!(parsed["trace_id"], TRACE);
         assert_eq!(parsed["message"], "event published");
         assert!(out.ends_with("}\n"));
+    }
+
+    #[test]
+    fn json_that_is_not_a_non_empty_object_is_left_alone() {
+        for line in ["{}\n", "[1]\n", "not json\n"] {
+            assert_eq!(add_trace_id(line, trace_id(), true), line);
+        }
     }
 
     #[test]

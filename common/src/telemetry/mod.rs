@@ -145,14 +145,21 @@ pub fn init(service_name: &str) -> Telemetry {
         tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(log_line::WithTraceId::json(
-                tracing_subscriber::fmt::format().json().flatten_event(true),
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
             ))
             .boxed()
     } else {
+        // Colours are set on the format, not only on the layer: lines with a
+        // trace id are formatted into a buffer first (log_line.rs).
+        let ansi = std::io::stdout().is_terminal();
         tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(ansi)
             .event_format(log_line::WithTraceId::text(
-                tracing_subscriber::fmt::format(),
+                tracing_subscriber::fmt::format().with_ansi(ansi),
             ))
             .boxed()
     };
