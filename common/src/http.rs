@@ -11,22 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tracing::Instrument;
 
 use crate::event::{EnvelopeError, Event, EventInput};
 use crate::{propagation, telemetry};
+
+mod observe;
+
+pub use observe::{Observe, ObserveLayer};
 
 /// The header that carries the public-web instance's `/dispatch` URL from
 /// public-web to the dispatcher.
@@ -227,65 +228,25 @@ pub fn operational_routes<S: Clone + Send + Sync + 'static>(check: ReadinessChec
 
 /// What every service applies to inbound HTTP: a body size cap (413
 /// beyond it), a whole-request timeout, a server span and metrics per
-/// request, and JSON 404s.
+/// request ([`ObserveLayer`]), and JSON 404s.
+///
+/// One `Router::layer` for all three: axum wraps each layer it is given in
+/// a boxed route whose future reserves room for a whole request, and a
+/// parked request in public-web keeps every such future while it waits.
 pub fn with_standard_layers(router: Router, max_body_bytes: usize, timeout: Duration) -> Router {
-    router
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .layer(axum::middleware::from_fn(observe))
+    router.fallback(not_found).layer(
+        tower::ServiceBuilder::new()
+            .layer(ObserveLayer)
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            ))
+            .layer(DefaultBodyLimit::max(max_body_bytes)),
+    )
 }
 
 /// The response header that tells the client its request's trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-
-/// Routes too frequent and too dull to trace: probes and scrapes.
-fn is_operational(route: &str) -> bool {
-    matches!(route, "/healthz" | "/readyz" | "/metrics")
-}
-
-/// Wraps each request in a SERVER span whose parent is the caller's trace
-/// context, records the request duration histogram, and returns the trace
-/// id in `x-trace-id`.
-async fn observe(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    if is_operational(&route) {
-        return next.run(request).await;
-    }
-    let method = request.method().as_str().to_owned();
-    let span = tracing::info_span!(
-        "http request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = %route,
-        url.path = %request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-    );
-    let trace_id = propagation::adopt(&span, propagation::extract_http(request.headers()));
-
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        telemetry::record_error(&span, format!("HTTP {}", status.as_u16()));
-    }
-    crate::metrics::http_request_finished(&route, &method, status.as_u16(), started.elapsed());
-    if let Some(trace_id) = trace_id.and_then(|id| HeaderValue::try_from(id).ok()) {
-        response.headers_mut().insert(TRACE_ID_HEADER, trace_id);
-    }
-    response
-}
 
 /// The HTTP client a service keeps for its calls to another service: one
 /// per service, reused, so its pool keeps connections alive. Every call is

@@ -147,6 +147,11 @@ pub struct Parked {
 }
 
 impl Parked {
+    /// The id of the event whose response this request waits for.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The response event, or `None` if the entry was removed without one.
     pub async fn response(&mut self) -> Option<Event> {
         self.receiver.as_mut()?.await.ok()

@@ -1,12 +1,17 @@
 //! public-web's handlers.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::RETRY_AFTER;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use common::Event;
 use common::callback_auth::SIGNATURE_HEADER;
 use common::event::HandlerError;
@@ -15,47 +20,79 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::PublicWebError;
+use crate::pending::Parked;
 use crate::startup::AppState;
 
 /// `POST /`: park the request, forward the event to the dispatcher, and
 /// answer with the response event when `/dispatch` delivers it.
 ///
-/// A handler's future is allocated once, at the size of its largest
-/// state, and a parked request keeps it for as long as it waits (there may
-/// be 100,000 of them). So the event is extracted here, in a box of its
-/// own that is freed before the request parks, rather than by an extractor
-/// in the signature, whose state axum would build into this future: that
-/// made each parked request's future 1.9 KB.
-pub async fn submit(
-    State(state): State<AppState>,
+/// A plain function returning a future, not an axum handler: a parked
+/// request keeps its future for as long as it waits (there may be 100,000
+/// of them), and a future is as large as its largest state. An axum
+/// handler's future holds the request, the state and every extractor's
+/// state for its whole life. Here all of that, and the forward call, live
+/// in a box that is freed before the request parks; what stays is
+/// [`Waiting`].
+pub fn submit(
+    state: Arc<AppState>,
     request: Request,
-) -> Result<Json<Event>, PublicWebError> {
-    let JsonEvent(event) = Box::pin(JsonEvent::from_request(request, &state))
+) -> impl Future<Output = Result<Response, Infallible>> + Send {
+    let accepted = Box::pin(accept(state, request));
+    async move {
+        let answer = match accepted.await {
+            Ok(waiting) => waiting.response().await,
+            Err(error) => Err(error),
+        };
+        Ok(answer.into_response())
+    }
+}
+
+/// Extracts the event, parks the request and forwards the event.
+async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, PublicWebError> {
+    let JsonEvent(event) = JsonEvent::from_request(request, &state)
         .await
         .map_err(PublicWebError::Rejected)?;
-    let deadline = Instant::now() + state.config.request_timeout;
-    let mut parked = state.pending.park(&event.id)?;
-    let id = event.id.clone();
-    let timed_out = |_| {
-        common::metrics::request_timed_out();
-        tracing::warn!(event_id = %id, "no response in time");
-        PublicWebError::Timeout(state.config.request_timeout.as_millis())
-    };
+    let timeout = state.config.request_timeout;
+    let deadline = Instant::now() + timeout;
+    let parked = state.pending.park(&event.id)?;
     // The deadline covers the forward too: a slow dispatcher must not
-    // stretch a request past REQUEST_TIMEOUT_MS. The forward is boxed and
-    // takes the event, so neither its large state nor the event stays
-    // allocated while the request is parked.
-    tokio::time::timeout_at(deadline, Box::pin(forward(&state, event)))
-        .await
-        .map_err(timed_out)??;
-    let response = tokio::time::timeout_at(deadline, parked.response())
-        .await
-        .map_err(timed_out)?
-        .ok_or(PublicWebError::Abandoned)?;
-    match HandlerError::from_event(&response) {
-        Some(error) => Err(PublicWebError::Listener(error)),
-        None => Ok(Json(response)),
+    // stretch a request past REQUEST_TIMEOUT_MS.
+    match tokio::time::timeout_at(deadline, forward(&state, event)).await {
+        Ok(forwarded) => forwarded?,
+        Err(_) => return Err(timed_out(&parked, timeout)),
     }
+    Ok(Waiting {
+        parked,
+        deadline,
+        timeout,
+    })
+}
+
+/// A forwarded request, parked until its response arrives or its
+/// deadline passes.
+struct Waiting {
+    parked: Parked,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Waiting {
+    async fn response(mut self) -> Result<Json<Event>, PublicWebError> {
+        let response = tokio::time::timeout_at(self.deadline, self.parked.response())
+            .await
+            .map_err(|_| timed_out(&self.parked, self.timeout))?
+            .ok_or(PublicWebError::Abandoned)?;
+        match HandlerError::from_event(&response) {
+            Some(error) => Err(PublicWebError::Listener(error)),
+            None => Ok(Json(response)),
+        }
+    }
+}
+
+fn timed_out(parked: &Parked, timeout: Duration) -> PublicWebError {
+    common::metrics::request_timed_out();
+    tracing::warn!(event_id = %parked.id(), "no response in time");
+    PublicWebError::Timeout(timeout.as_millis())
 }
 
 /// Hands the event to the dispatcher, with this instance's callback URL.
@@ -99,7 +136,7 @@ async fn forward(state: &AppState, event: Event) -> Result<(), PublicWebError> {
 /// Lets a `/dispatch` callback through only if it carries the body's
 /// signature under the shared secret (when one is configured): 401 else.
 pub async fn require_signature(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -133,7 +170,7 @@ pub async fn require_signature(
 
 /// `POST /dispatch`: the dispatcher delivers a response event.
 pub async fn dispatch(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     JsonResponseEvent(response): JsonResponseEvent,
 ) -> Result<StatusCode, PublicWebError> {
     let id = response.id.clone();

@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderValue;
-use axum::routing::post;
+use axum::routing::{post, post_service};
 use common::http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::service_fn;
 
 use crate::configuration::Config;
 use crate::pending::PendingRequests;
 use crate::routes;
 
-/// Shared by every handler.
-#[derive(Clone)]
+/// Shared by every handler, behind one `Arc`: a request takes a pointer,
+/// not a copy of the URLs.
 pub struct AppState {
-    pub config: Arc<Config>,
+    pub config: Config,
     pub pending: PendingRequests,
     /// One client for every call to the dispatcher: its pool keeps the
     /// connections alive between requests.
@@ -34,7 +35,7 @@ pub struct Application {
     listener: TcpListener,
     /// The internal listener for `/dispatch`, when `DISPATCH_PORT` is set.
     internal: Option<TcpListener>,
-    state: AppState,
+    state: Arc<AppState>,
 }
 
 impl Application {
@@ -58,13 +59,13 @@ impl Application {
             .map_err(|e| invalid_config("DISPATCHER_URL", e))?;
         let callback_url =
             HeaderValue::try_from(callback_url).map_err(|e| invalid_config("CALLBACK_URL", e))?;
-        let state = AppState {
+        let state = Arc::new(AppState {
             pending: PendingRequests::new(config.max_pending),
             http,
             dispatcher_url,
             callback_url,
-            config: Arc::new(config),
-        };
+            config,
+        });
         Ok(Self {
             listener,
             internal,
@@ -99,13 +100,14 @@ impl Application {
             signed_callbacks = self.state.config.callback_secret.is_some(),
             "public-web listening"
         );
-        let config = self.state.config.clone();
+        let state = self.state;
+        let config = &state.config;
         let Some(internal) = self.internal else {
-            let app = public_routes(self.state.clone()).merge(dispatch_routes(self.state));
-            return http::serve(self.listener, with_layers(app, &config), shutdown).await;
+            let app = public_routes(state.clone()).merge(dispatch_routes(state.clone()));
+            return http::serve(self.listener, with_layers(app, config), shutdown).await;
         };
-        let internal_app = with_layers(dispatch_routes(self.state.clone()), &config);
-        let public_app = with_layers(public_routes(self.state), &config);
+        let internal_app = with_layers(dispatch_routes(state.clone()), config);
+        let public_app = with_layers(public_routes(state.clone()), config);
         let (public, internal) = tokio::join!(
             http::serve(self.listener, public_app, shutdown.clone()),
             http::serve(internal, internal_app, shutdown),
@@ -125,7 +127,7 @@ fn with_layers(app: Router, config: &Config) -> Router {
 }
 
 /// `POST /dispatch`, behind the signature check when a secret is set.
-fn dispatch_routes(state: AppState) -> Router {
+fn dispatch_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dispatch", post(routes::dispatch))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -136,20 +138,26 @@ fn dispatch_routes(state: AppState) -> Router {
 }
 
 /// Everything but `/dispatch`.
-fn public_routes(state: AppState) -> Router {
+fn public_routes(state: Arc<AppState>) -> Router {
     let readiness = http::readiness({
         let state = state.clone();
         move || dispatcher_ready(state.clone())
     });
     Router::new()
-        .route("/", post(routes::submit))
+        .route(
+            "/",
+            post_service(service_fn({
+                let state = state.clone();
+                move |request| routes::submit(state.clone(), request)
+            })),
+        )
         .route("/ping", post(routes::ping))
         .merge(http::operational_routes(readiness))
         .with_state(state)
 }
 
 /// Ready when the dispatcher says it is ready.
-async fn dispatcher_ready(state: AppState) -> Result<(), String> {
+async fn dispatcher_ready(state: Arc<AppState>) -> Result<(), String> {
     let url = state
         .dispatcher_url
         .join("readyz")
