@@ -8,15 +8,45 @@
 //! span's OpenTelemetry context when, and only when, a line is written. The
 //! current span, not an event's explicit `parent:`: log inside the span
 //! (`span.in_scope(..)`) for the line to carry its trace.
+//!
+//! Log records exported over OTLP get theirs the same way
+//! ([`InSpanContext`]), since spans do not activate their OpenTelemetry
+//! context on entry (that cost a context switch at every poll).
 
 use std::fmt::{self, Write as _};
 
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// A layer (the OTLP log bridge) that is handed each event with the
+/// current span's OpenTelemetry context active, so the record it makes
+/// carries the span's trace and span ids.
+pub(super) struct InSpanContext<L> {
+    inner: L,
+}
+
+impl<L> InSpanContext<L> {
+    pub(super) fn new(inner: L) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, L> Layer<S> for InSpanContext<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let _active = tracing::Span::current().context().attach();
+        self.inner.on_event(event, ctx);
+    }
+}
 
 /// An event format that adds `trace_id` to the lines `inner` writes.
 pub(super) struct WithTraceId<F> {

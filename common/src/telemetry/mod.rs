@@ -185,14 +185,20 @@ pub fn init(service_name: &str) -> Telemetry {
             // attributes on every span, to build, export and store, that
             // no dashboard or query reads.
             .with_tracked_inactivity(false)
+            // Activating a span's OpenTelemetry context at every poll of
+            // every instrumented future is for other OpenTelemetry
+            // instrumentation to see it; ours reads a span's context from
+            // the span itself, and the log bridge gets it per event below.
+            .with_context_activation(false)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
             .with_filter(exported())
     });
-    let logs = logger_provider
-        .as_ref()
-        .map(|provider| OpenTelemetryTracingBridge::new(provider).with_filter(exported()));
+    let logs = logger_provider.as_ref().map(|provider| {
+        log_line::InSpanContext::new(OpenTelemetryTracingBridge::new(provider))
+            .with_filter(exported())
+    });
     let filter = EnvFilter::new(directives);
     tracing_subscriber::registry()
         .with(filter)
