@@ -22,12 +22,14 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::redact_url;
 use crate::propagation;
-use tracing::Instrument;
+use crate::telemetry::{self, HopSpan};
 
 /// AMQP header carrying the `/dispatch` URL of the public-web instance that
 /// is waiting for the response.
@@ -127,21 +129,26 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     timeout: Duration,
 ) -> Result<(), PublishError> {
-    let span = tracing::info_span!(
-        "amqp publish",
-        otel.name = format!("{routing_key} publish"),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.destination.name = routing_key,
-        messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
-        messaging.message.body.size = payload.len(),
+    let message_id = || message_id(&properties).to_owned();
+    let span = HopSpan::start(
+        || format!("{routing_key} publish").into(),
+        SpanKind::Producer,
+        telemetry::hop::current_context,
+        || {
+            vec![
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "publish"),
+                KeyValue::new("messaging.destination.name", routing_key.to_owned()),
+                KeyValue::new("messaging.message.id", message_id()),
+                KeyValue::new("messaging.message.body.size", payload.len() as i64),
+            ]
+        },
     );
     let mut headers = properties.headers().clone().unwrap_or_default();
-    propagation::inject_amqp(&span, &mut headers);
+    if let Some(context) = span.context() {
+        propagation::inject_amqp(context, &mut headers);
+    }
     let properties = properties.with_headers(headers);
 
     let publish = async {
@@ -166,15 +173,15 @@ pub async fn publish_confirmed(
         }
         Ok(())
     };
-    let result = tokio::time::timeout(timeout, publish)
-        .instrument(span.clone())
+    let result = span
+        .scope(tokio::time::timeout(timeout, publish))
         .await
         .map_err(|_| PublishError::Timeout(timeout))
         .and_then(|published| published);
     match &result {
         Ok(()) => crate::metrics::amqp_published(routing_key),
         Err(error) => {
-            crate::telemetry::record_error(&span, error);
+            span.record_error(error);
             span.in_scope(|| tracing::warn!(error = %error, "publish failed"));
         }
     }
@@ -360,7 +367,7 @@ where
                 Some(Ok(delivery)) => {
                     crate::metrics::amqp_consumed(queue, delivery.redelivered);
                     let span = consumer_span(queue, &delivery);
-                    in_flight.spawn(handle(delivery).instrument(span));
+                    in_flight.spawn(span.scope(handle(delivery)));
                 }
                 Some(Err(error)) => return Err(error),
                 None => return Err(lapin::Error::from(std::io::Error::other(
@@ -386,27 +393,36 @@ where
 
 /// The CONSUMER span a delivery is handled in: a child of the publisher's
 /// span, whose context came in the message headers.
-fn consumer_span(queue: &str, delivery: &Delivery) -> tracing::Span {
+fn consumer_span(queue: &str, delivery: &Delivery) -> HopSpan {
     let properties = &delivery.properties;
-    let span = tracing::info_span!(
-        "amqp process",
-        otel.name = format!("{queue} process"),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "process",
-        messaging.operation.name = "deliver",
-        messaging.destination.name = queue,
-        messaging.message.id = properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default(),
-        messaging.message.body.size = delivery.data.len(),
-        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
-    );
-    propagation::adopt(
-        &span,
-        propagation::extract_amqp(properties.headers().as_ref()),
-    );
-    span
+    HopSpan::start(
+        || format!("{queue} process").into(),
+        SpanKind::Consumer,
+        || propagation::extract_amqp(properties.headers().as_ref()),
+        || {
+            vec![
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "deliver"),
+                KeyValue::new("messaging.destination.name", queue.to_owned()),
+                KeyValue::new("messaging.message.id", message_id(properties).to_owned()),
+                KeyValue::new("messaging.message.body.size", delivery.data.len() as i64),
+                KeyValue::new(
+                    "messaging.rabbitmq.message.delivery_tag",
+                    delivery.delivery_tag as i64,
+                ),
+            ]
+        },
+    )
+}
+
+/// The message's id, or "" when it has none.
+fn message_id(properties: &BasicProperties) -> &str {
+    properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str())
+        .unwrap_or_default()
 }
 
 /// Acks a delivery handled to the end.
@@ -436,10 +452,7 @@ pub async fn requeue(delivery: &Delivery) {
 /// Rejects without requeue: the queue's dead-letter exchange takes it. The
 /// current span is marked as failed and `reason` labels the count.
 pub async fn dead_letter(delivery: &Delivery, reason: &'static str) {
-    crate::telemetry::record_error(
-        &tracing::Span::current(),
-        format!("dead-lettered: {reason}"),
-    );
+    telemetry::hop::record_error_in_current_hop(format_args!("dead-lettered: {reason}"));
     match delivery.reject(BasicRejectOptions { requeue: false }).await {
         Ok(_) => crate::metrics::amqp_dead_lettered(delivery.routing_key.as_str(), reason),
         Err(error) => tracing::warn!(%error, "could not reject the delivery"),

@@ -17,12 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::event::{EnvelopeError, Event, EventInput};
+use crate::telemetry::HopSpan;
 use crate::{propagation, telemetry};
 
 mod observe;
@@ -261,43 +264,56 @@ pub fn service_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// A CLIENT span for an outgoing HTTP call; send the request inside it
-/// with the headers from [`client_headers`].
-pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {
-    tracing::info_span!(
-        "http call",
-        otel.name = method,
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        http.request.method = method,
-        url.full = %url,
-        server.address = url.host_str().unwrap_or_default(),
-        server.port = url.port_or_known_default().unwrap_or_default(),
-        http.response.status_code = tracing::field::Empty,
+/// A CLIENT span for an outgoing HTTP call: send the request with the
+/// headers from [`client_headers`], inside the span
+/// (`span.scope(request.send())`), then
+/// [`record_client_outcome`].
+pub fn client_span(method: &'static str, url: &reqwest::Url) -> HopSpan {
+    HopSpan::start(
+        || method.into(),
+        SpanKind::Client,
+        telemetry::hop::current_context,
+        || {
+            vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.full", url.as_str().to_owned()),
+                KeyValue::new(
+                    "server.address",
+                    url.host_str().unwrap_or_default().to_owned(),
+                ),
+                KeyValue::new(
+                    "server.port",
+                    i64::from(url.port_or_known_default().unwrap_or_default()),
+                ),
+            ]
+        },
     )
 }
 
 /// Headers carrying `span`'s trace context to the callee.
-pub fn client_headers(span: &tracing::Span) -> http::HeaderMap {
+pub fn client_headers(span: &HopSpan) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
-    propagation::inject_http(span, &mut headers);
+    if let Some(context) = span.context() {
+        propagation::inject_http(context, &mut headers);
+    }
     headers
 }
 
 /// Records how an outgoing call ended on its CLIENT span: 4xx and 5xx
 /// answers and transport errors mark it as an error.
-pub fn record_client_outcome(span: &tracing::Span, outcome: Result<StatusCode, &reqwest::Error>) {
+pub fn record_client_outcome(span: &HopSpan, outcome: Result<StatusCode, &reqwest::Error>) {
     match outcome {
         Ok(status) => {
-            span.record("http.response.status_code", status.as_u16());
+            span.set_attribute(|| {
+                KeyValue::new("http.response.status_code", i64::from(status.as_u16()))
+            });
             if status.is_client_error() || status.is_server_error() {
-                telemetry::record_error(span, format!("HTTP {}", status.as_u16()));
+                span.record_error(format_args!("HTTP {}", status.as_u16()));
             }
         }
         Err(error) => {
             let cause = error_chain(error);
-            telemetry::record_error(span, &cause);
+            span.record_error(&cause);
             span.in_scope(|| tracing::warn!(error = %cause, "HTTP call failed"));
         }
     }

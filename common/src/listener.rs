@@ -203,7 +203,7 @@ async fn answer<H: Handler>(
     let response = match handled {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            telemetry::record_error(&tracing::Span::current(), &error);
+            telemetry::hop::record_error_in_current_hop(&error);
             tracing::warn!(event_id = %request_id, error = %error, "handler answered with an error");
             error.into_event(request_id.clone())
         }
@@ -213,7 +213,7 @@ async fn answer<H: Handler>(
         }
         Err(_) => {
             tracing::error!(event_id = %request_id, "handler panicked; requeueing the request once");
-            telemetry::record_error(&tracing::Span::current(), "handler panicked");
+            telemetry::hop::record_error_in_current_hop("handler panicked");
             return amqp::requeue(&delivery).await;
         }
     };

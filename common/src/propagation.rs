@@ -6,20 +6,17 @@
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The context sent by the caller in HTTP `headers`.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
-/// Writes `span`'s context into outgoing HTTP `headers`.
-pub fn inject_http(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    let context = span.context();
+/// Writes `context` into outgoing HTTP `headers`.
+pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut HeaderInjector(headers))
+        p.inject_context(context, &mut HeaderInjector(headers))
     });
 }
 
@@ -59,30 +56,18 @@ pub fn extract_amqp(headers: Option<&FieldTable>) -> Context {
     }
 }
 
-/// Writes `span`'s context into outgoing AMQP `headers`.
-pub fn inject_amqp(span: &tracing::Span, headers: &mut FieldTable) {
-    let context = span.context();
+/// Writes `context` into outgoing AMQP `headers`.
+pub fn inject_amqp(context: &Context, headers: &mut FieldTable) {
     opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut FieldTableInjector(headers))
+        p.inject_context(context, &mut FieldTableInjector(headers))
     });
-}
-
-/// Makes `parent` the parent of `span` (call before entering it). Returns
-/// the trace id, or `None` when tracing is off.
-pub fn adopt(span: &tracing::Span, parent: Context) -> Option<String> {
-    // Err only when no OpenTelemetry layer is installed: tracing is off.
-    span.set_parent(parent).ok()?;
-    let trace_id = span.context().span().span_context().trace_id();
-    if trace_id == opentelemetry::trace::TraceId::INVALID {
-        return None;
-    }
-    Some(trace_id.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     #[test]

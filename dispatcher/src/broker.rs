@@ -15,7 +15,6 @@ use lapin::message::Delivery;
 use lapin::{Channel, Connection};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::configuration::Config;
 
@@ -157,7 +156,7 @@ async fn call_back(
         if let Some(signature) = &signature {
             request = request.header(SIGNATURE_HEADER, signature);
         }
-        let sent = request.send().instrument(span.clone()).await;
+        let sent = span.scope(request.send()).await;
         http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
         match sent?.status() {
             status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(status),

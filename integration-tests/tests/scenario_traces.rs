@@ -48,6 +48,9 @@ fn finished() -> &'static Finished {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(finished.clone())
             .build();
+        // The hops' spans (common::telemetry::hop) and the handlers'
+        // `tracing` spans, on one provider as in a service.
+        common::telemetry::hop::install_tracer(provider.tracer("integration-tests"));
         let layer = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("integration-tests"))
             .with_error_events_to_status(true)

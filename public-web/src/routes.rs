@@ -17,7 +17,6 @@ use common::callback_auth::SIGNATURE_HEADER;
 use common::event::HandlerError;
 use common::http::{self, ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::error::PublicWebError;
 use crate::pending::Parked;
@@ -98,15 +97,13 @@ fn timed_out(parked: &Parked, timeout: Duration) -> PublicWebError {
 /// Hands the event to the dispatcher, with this instance's callback URL.
 async fn forward(state: &AppState, event: Event) -> Result<(), PublicWebError> {
     let span = http::client_span("POST", &state.dispatcher_url);
-    let sent = state
+    let request = state
         .http
         .post(state.dispatcher_url.clone())
         .headers(http::client_headers(&span))
         .header(CALLBACK_URL_HEADER, state.callback_url.clone())
-        .json(&event)
-        .send()
-        .instrument(span.clone())
-        .await;
+        .json(&event);
+    let sent = span.scope(request.send()).await;
     http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
     let response = sent.map_err(PublicWebError::DispatcherUnreachable)?;
     let status = response.status();

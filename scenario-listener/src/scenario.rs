@@ -322,16 +322,14 @@ impl Scenario {
         data.insert(CALL_DEPTH_FIELD.into(), next_depth.into());
         let url = &self.inner.submit_url;
         let http_span = common::http::client_span("POST", url);
-        let answer = self
+        let request = self
             .inner
             .http
             .post(url.clone())
             .headers(common::http::client_headers(&http_span))
             .timeout(Duration::from_millis(step.timeout_ms))
-            .json(&json!({"type": step.event_type, "data": data}))
-            .send()
-            .instrument(http_span.clone())
-            .await;
+            .json(&json!({"type": step.event_type, "data": data}));
+        let answer = http_span.scope(request.send()).await;
         common::http::record_client_outcome(&http_span, answer.as_ref().map(|r| r.status()));
         let response = match answer {
             Ok(response) => response,

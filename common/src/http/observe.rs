@@ -15,12 +15,15 @@ use std::task::{Context, Poll, ready};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::TRACE_ID_HEADER;
-use crate::{propagation, telemetry};
+use crate::propagation;
+use crate::telemetry::HopSpan;
 
 /// Observes each request of the service it wraps (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,9 +82,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let entered = this.observation.as_ref().map(|o| o.span.enter());
+        let current = this.observation.as_ref().and_then(|o| o.span.context());
+        let current = current.map(|context| context.clone().attach());
         let mut result = ready!(this.inner.poll(cx));
-        drop(entered);
+        drop(current);
         if let (Some(observation), Ok(response)) = (this.observation.take(), &mut result) {
             observation.finish(response);
         }
@@ -91,7 +95,7 @@ where
 
 /// What is recorded of one request when it ends.
 struct Observation {
-    span: tracing::Span,
+    span: HopSpan,
     /// `None` for a request no route matched (answered by the fallback).
     route: Option<MatchedPath>,
     method: Method,
@@ -109,19 +113,21 @@ impl Observation {
             return None;
         }
         let method = request.method().clone();
-        let span = tracing::info_span!(
-            "http request",
-            otel.name = format!("{method} {route_name}"),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            http.request.method = %method,
-            http.route = route_name,
-            url.path = request.uri().path(),
-            http.response.status_code = tracing::field::Empty,
+        let span = HopSpan::start(
+            || format!("{method} {route_name}").into(),
+            SpanKind::Server,
+            || propagation::extract_http(request.headers()),
+            || {
+                vec![
+                    KeyValue::new("http.request.method", method.as_str().to_owned()),
+                    KeyValue::new("http.route", route_name.to_owned()),
+                    KeyValue::new("url.path", request.uri().path().to_owned()),
+                ]
+            },
         );
-        let trace_id = propagation::adopt(&span, propagation::extract_http(request.headers()))
-            .and_then(|id| HeaderValue::try_from(id).ok());
+        let trace_id = span
+            .trace_id()
+            .and_then(|id| HeaderValue::try_from(id.to_string()).ok());
         Some(Self {
             span,
             route,
@@ -133,10 +139,12 @@ impl Observation {
 
     fn finish(self, response: &mut Response) {
         let status = response.status();
-        self.span
-            .record("http.response.status_code", status.as_u16());
+        self.span.set_attribute(|| {
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16()))
+        });
         if status.is_server_error() {
-            telemetry::record_error(&self.span, format!("HTTP {}", status.as_u16()));
+            self.span
+                .record_error(format_args!("HTTP {}", status.as_u16()));
         }
         crate::metrics::http_request_finished(
             route_name(self.route.as_ref()),

@@ -17,11 +17,10 @@ use std::fmt::{self, Write as _};
 
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Subscriber;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
-use tracing_subscriber::layer::Context;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 /// A layer (the OTLP log bridge) that is handed each event with the
@@ -43,7 +42,7 @@ where
     L: Layer<S>,
 {
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        let _active = tracing::Span::current().context().attach();
+        let _active = super::hop::current_context().attach();
         self.inner.on_event(event, ctx);
     }
 }
@@ -90,11 +89,13 @@ where
 
 /// The trace of the span the current line is written in, if it is traced.
 fn current_trace_id() -> Option<TraceId> {
-    let span = tracing::Span::current();
-    if span.is_none() {
+    if !super::hop::enabled() {
         return None;
     }
-    let trace_id = span.context().span().span_context().trace_id();
+    let trace_id = super::hop::current_context()
+        .span()
+        .span_context()
+        .trace_id();
     (trace_id != TraceId::INVALID).then_some(trace_id)
 }
 

@@ -17,6 +17,7 @@
 
 mod export;
 mod file;
+pub mod hop;
 mod log_line;
 
 use std::io::IsTerminal;
@@ -37,6 +38,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config;
 
 pub use export::Signal;
+pub use hop::HopSpan;
 
 /// Flushes and stops the exporters when the service is done.
 #[must_use = "call shutdown() at exit, or spans still in the batch are lost"]
@@ -177,6 +179,9 @@ pub fn init(service_name: &str) -> Telemetry {
         ))
     };
     let traces = tracer_provider.as_ref().map(|provider| {
+        hop::install_tracer(provider.tracer(service_name.to_owned()));
+        // For the spans handlers make with `tracing`; the hops' own spans
+        // are made by `hop`.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service_name.to_owned()))
             .with_error_events_to_status(true)
@@ -187,7 +192,7 @@ pub fn init(service_name: &str) -> Telemetry {
             .with_tracked_inactivity(false)
             // Activating a span's OpenTelemetry context at every poll of
             // every instrumented future is for other OpenTelemetry
-            // instrumentation to see it; ours reads a span's context from
+            // instrumentation to see it; hops read a span's context from
             // the span itself, and the log bridge gets it per event below.
             .with_context_activation(false)
             .with_location(false)
