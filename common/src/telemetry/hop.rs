@@ -64,7 +64,7 @@ pub fn current_context() -> Context {
 
 /// A hop's span, ended when the last of it (this or a future it
 /// instruments) is dropped.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HopSpan {
     /// The parent's context with this span in it; `None` with tracing off.
     context: Option<Context>,

@@ -4,14 +4,16 @@
 //! fields when the span opens (what a fmt layer does for the spans it sees)
 //! was 4–5 % of each service's CPU with tracing on, for fields that nearly
 //! no line ever showed (BENCHMARKS.md). A line written inside a traced
-//! request still carries the request's trace id, read from the current
-//! span's OpenTelemetry context when, and only when, a line is written. The
-//! current span, not an event's explicit `parent:`: log inside the span
-//! (`span.in_scope(..)`) for the line to carry its trace.
+//! request still carries the request's trace id, read when, and only when,
+//! a line is written, from the innermost of the current `tracing` span and
+//! the hop being polled (`hop::current_context`). The current one, not an
+//! event's explicit `parent:`: log inside the span (`span.in_scope(..)`)
+//! for the line to carry its trace.
 //!
 //! Log records exported over OTLP get theirs the same way
-//! ([`InSpanContext`]), since spans do not activate their OpenTelemetry
-//! context on entry (that cost a context switch at every poll).
+//! ([`InSpanContext`]): `tracing` spans do not make their OpenTelemetry
+//! context current when entered (that was work at every poll of every
+//! instrumented future).
 
 use std::fmt::{self, Write as _};
 
