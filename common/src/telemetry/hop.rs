@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context as TaskContext, Poll};
 
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, TraceId, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, TraceId, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use pin_project_lite::pin_project;
@@ -72,7 +72,8 @@ pub struct HopSpan {
 
 impl HopSpan {
     /// Starts a span `name` of `kind`, a child of `parent`, with
-    /// `attributes`. The closures run only when tracing is on.
+    /// `attributes`. The closures run only when tracing is on, and
+    /// `attributes` only when the span is sampled.
     pub fn start(
         name: impl FnOnce() -> Cow<'static, str>,
         kind: SpanKind,
@@ -83,11 +84,16 @@ impl HopSpan {
             return Self { context: None };
         };
         let parent = parent();
-        let span = tracer
+        let mut span = tracer
             .span_builder(name())
             .with_kind(kind)
-            .with_attributes(attributes())
             .start_with_context(tracer, &parent);
+        // After the sampler, not given to it: the samplers the SDK reads
+        // from the environment decide by trace id and parent alone, and a
+        // span it drops then builds no attributes.
+        if span.is_recording() {
+            span.set_attributes(attributes());
+        }
         Self {
             context: Some(parent.with_span(span)),
         }
