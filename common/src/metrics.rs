@@ -4,9 +4,12 @@
 //! functions, so each metric is spelled once and the dashboard's list of
 //! names (grafana/) can be checked against what the services export.
 
-use std::sync::OnceLock;
+use std::hash::{Hash, Hasher};
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Duration;
 
+use hashbrown::{Equivalent, HashMap};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Seconds; from a fast loopback hop to the default request timeout.
@@ -96,22 +99,108 @@ pub fn init_dispatcher() {
     }
 }
 
+/// Handles of one labelled metric, one per label set, made on first use.
+///
+/// Taking a handle through the `metrics` macros builds its key (allocating
+/// every label) and looks it up in the recorder: ~2.9 k instructions for
+/// the request histogram and ~1.3 k for a queue counter (callgrind), on
+/// every request and message. A cached handle's update is an atomic add.
+struct Handles<K, H> {
+    by_labels: RwLock<HashMap<K, H>>,
+}
+
+impl<K: Hash + Eq, H: Clone> Handles<K, H> {
+    fn new() -> Self {
+        Self {
+            by_labels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handle for `labels`; `make` builds its key and handle the first
+    /// time.
+    fn get<Q>(&self, labels: &Q, make: impl FnOnce() -> (K, H)) -> H
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        if let Some(handle) = read(&self.by_labels).get(labels) {
+            return handle.clone();
+        }
+        // The recorder before the handle: one taken earlier stays a no-op.
+        handle();
+        let (key, made) = make();
+        write(&self.by_labels).entry(key).or_insert(made).clone()
+    }
+}
+
+/// A poisoned lock holds a map that is still whole: a panic cannot
+/// interrupt an insert halfway.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The labels of `http_server_request_duration_seconds`, borrowed for the
+/// lookup; hashed like the owned key `(String, String, u16)`.
+struct HttpLabels<'a> {
+    route: &'a str,
+    method: &'a str,
+    status: u16,
+}
+
+impl Hash for HttpLabels<'_> {
+    fn hash<S: Hasher>(&self, state: &mut S) {
+        (self.route, self.method, self.status).hash(state);
+    }
+}
+
+impl Equivalent<(String, String, u16)> for HttpLabels<'_> {
+    fn equivalent(&self, key: &(String, String, u16)) -> bool {
+        self.route == key.0 && self.method == key.1 && self.status == key.2
+    }
+}
+
 pub fn http_request_finished(route: &str, method: &str, status: u16, elapsed: Duration) {
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "http_route" => route.to_owned(),
-        "http_request_method" => method.to_owned(),
-        "http_response_status_code" => status.to_string(),
-    )
-    .record(elapsed.as_secs_f64());
+    static DURATIONS: LazyLock<Handles<(String, String, u16), Histogram>> =
+        LazyLock::new(Handles::new);
+    let labels = HttpLabels {
+        route,
+        method,
+        status,
+    };
+    let histogram = DURATIONS.get(&labels, || {
+        let histogram = metrics::histogram!(
+            "http_server_request_duration_seconds",
+            "http_route" => route.to_owned(),
+            "http_request_method" => method.to_owned(),
+            "http_response_status_code" => status.to_string(),
+        );
+        ((route.to_owned(), method.to_owned(), status), histogram)
+    });
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// The counter `name` of `queue`, from `cache`.
+fn queue_counter(cache: &Handles<String, Counter>, name: &'static str, queue: &str) -> Counter {
+    cache.get(queue, || {
+        (
+            queue.to_owned(),
+            metrics::counter!(name, "queue" => queue.to_owned()),
+        )
+    })
 }
 
 pub fn amqp_published(queue: &str) {
-    metrics::counter!("amqp_messages_published_total", "queue" => queue.to_owned()).increment(1);
+    static PUBLISHED: LazyLock<Handles<String, Counter>> = LazyLock::new(Handles::new);
+    queue_counter(&PUBLISHED, "amqp_messages_published_total", queue).increment(1);
 }
 
 pub fn amqp_consumed(queue: &str, redelivered: bool) {
-    metrics::counter!("amqp_messages_consumed_total", "queue" => queue.to_owned()).increment(1);
+    static CONSUMED: LazyLock<Handles<String, Counter>> = LazyLock::new(Handles::new);
+    queue_counter(&CONSUMED, "amqp_messages_consumed_total", queue).increment(1);
     if redelivered {
         metrics::counter!("amqp_messages_redelivered_total", "queue" => queue.to_owned())
             .increment(1);
@@ -119,7 +208,8 @@ pub fn amqp_consumed(queue: &str, redelivered: bool) {
 }
 
 pub fn amqp_acked(queue: &str) {
-    metrics::counter!("amqp_messages_acked_total", "queue" => queue.to_owned()).increment(1);
+    static ACKED: LazyLock<Handles<String, Counter>> = LazyLock::new(Handles::new);
+    queue_counter(&ACKED, "amqp_messages_acked_total", queue).increment(1);
 }
 
 pub fn amqp_nacked(queue: &str) {
@@ -160,4 +250,57 @@ pub fn request_timed_out() {
 
 pub fn callback_failed(reason: &'static str) {
     metrics::counter!("dispatcher_callback_failures_total", "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_http_labels_find_their_owned_key() {
+        let cache: Handles<(String, String, u16), u32> = Handles::new();
+        let mut made = 0;
+        for _ in 0..3 {
+            let labels = HttpLabels {
+                route: "/dispatch",
+                method: "POST",
+                status: 204,
+            };
+            let handle = cache.get(&labels, || {
+                made += 1;
+                (("/dispatch".into(), "POST".into(), 204), 7)
+            });
+            assert_eq!(handle, 7);
+        }
+        let other = HttpLabels {
+            route: "/dispatch",
+            method: "POST",
+            status: 404,
+        };
+        assert_eq!(
+            cache.get(&other, || (("/dispatch".into(), "POST".into(), 404), 8)),
+            8
+        );
+        assert_eq!(
+            made, 1,
+            "the first lookup made the handle, the others found it"
+        );
+        assert_eq!(read(&cache.by_labels).len(), 2);
+    }
+
+    #[test]
+    fn cached_handles_record_into_the_registry() {
+        http_request_finished("/cached", "POST", 200, Duration::from_millis(3));
+        http_request_finished("/cached", "POST", 200, Duration::from_millis(4));
+        amqp_acked("cached-queue");
+        amqp_acked("cached-queue");
+        let text = render();
+        assert!(text.contains(
+            r#"http_server_request_duration_seconds_count{http_route="/cached",http_request_method="POST",http_response_status_code="200"} 2"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"amqp_messages_acked_total{queue="cached-queue"} 2"#),
+            "{text}"
+        );
+    }
 }
