@@ -129,7 +129,6 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     timeout: Duration,
 ) -> Result<(), PublishError> {
-    let message_id = || message_id(&properties).to_owned();
     let span = HopSpan::start(
         || format!("{routing_key} publish").into(),
         SpanKind::Producer,
@@ -140,7 +139,7 @@ pub async fn publish_confirmed(
                 KeyValue::new("messaging.operation.type", "send"),
                 KeyValue::new("messaging.operation.name", "publish"),
                 KeyValue::new("messaging.destination.name", routing_key.to_owned()),
-                KeyValue::new("messaging.message.id", message_id()),
+                KeyValue::new("messaging.message.id", message_id(&properties).to_owned()),
                 KeyValue::new("messaging.message.body.size", payload.len() as i64),
             ]
         },
@@ -450,7 +449,8 @@ pub async fn requeue(delivery: &Delivery) {
 }
 
 /// Rejects without requeue: the queue's dead-letter exchange takes it. The
-/// current span is marked as failed and `reason` labels the count.
+/// hop being polled (the delivery's CONSUMER span) is marked as failed
+/// and `reason` labels the count.
 pub async fn dead_letter(delivery: &Delivery, reason: &'static str) {
     telemetry::hop::record_error_in_current_hop(format_args!("dead-lettered: {reason}"));
     match delivery.reject(BasicRejectOptions { requeue: false }).await {

@@ -8,9 +8,12 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
-/// The context sent by the caller in HTTP `headers`.
+/// The context sent by the caller in HTTP `headers`; an empty one (a new
+/// trace), never the current one, when they carry none.
 pub fn extract_http(headers: &http::HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&Context::new(), &HeaderExtractor(headers))
+    })
 }
 
 /// Writes `context` into outgoing HTTP `headers`.
@@ -46,11 +49,12 @@ impl Injector for FieldTableInjector<'_> {
     }
 }
 
-/// The context a publisher put in AMQP `headers`.
+/// The context a publisher put in AMQP `headers`; an empty one, never the
+/// current one, when they carry none.
 pub fn extract_amqp(headers: Option<&FieldTable>) -> Context {
     match headers {
         Some(headers) => opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&FieldTableExtractor(headers))
+            p.extract_with_context(&Context::new(), &FieldTableExtractor(headers))
         }),
         None => Context::new(),
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use integration_tests::*;
-use opentelemetry::trace::{SpanId, Status, TracerProvider as _};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
@@ -48,12 +48,9 @@ fn finished() -> &'static Finished {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(finished.clone())
             .build();
-        // The hops' spans (common::telemetry::hop) and the handlers'
-        // `tracing` spans, on one provider as in a service.
-        common::telemetry::hop::install_tracer(provider.tracer("integration-tests"));
-        let layer = tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("integration-tests"))
-            .with_error_events_to_status(true)
+        // The hops' spans and the handlers' `tracing` spans on one
+        // provider, set up as in a service.
+        let layer = common::telemetry::span_layer(provider.tracer("integration-tests"))
             .with_filter(LevelFilter::INFO);
         tracing_subscriber::registry().with(layer).init();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -289,4 +286,20 @@ async fn a_failure_is_an_error_span_where_it_happens_and_on_the_way_up() {
         assert_eq!(trace.step_failures(name), 0, "{name}");
     }
     assert!(!trace.failed("pack box"));
+
+    // The hop the handler's error was answered from, the CONSUMER span of
+    // the delivery (it ends with the ack, after the response), is failed
+    // with the handler's message as an `exception` event.
+    let failed_consumer = |span: &SpanData| {
+        span.span_kind == SpanKind::Consumer
+            && matches!(span.status, Status::Error { .. })
+            && span.events.iter().any(|event| {
+                event.name == "exception"
+                    && event.attributes.iter().any(|attribute| {
+                        attribute.key.as_str() == "exception.message"
+                            && attribute.value.as_str().contains("authorize card")
+                    })
+            })
+    };
+    crate::trace(&trace_id, |trace| trace.0.iter().any(failed_consumer)).await;
 }

@@ -100,7 +100,6 @@ struct Observation {
     route: Option<MatchedPath>,
     method: Method,
     started: Instant,
-    trace_id: Option<HeaderValue>,
 }
 
 impl Observation {
@@ -113,27 +112,24 @@ impl Observation {
             return None;
         }
         let method = request.method().clone();
+        let method_name = method_name(&method);
         let span = HopSpan::start(
-            || format!("{method} {route_name}").into(),
+            || format!("{method_name} {route_name}").into(),
             SpanKind::Server,
             || propagation::extract_http(request.headers()),
             || {
                 vec![
-                    KeyValue::new("http.request.method", method.as_str().to_owned()),
+                    KeyValue::new("http.request.method", method_name),
                     KeyValue::new("http.route", route_name.to_owned()),
                     KeyValue::new("url.path", request.uri().path().to_owned()),
                 ]
             },
         );
-        let trace_id = span
-            .trace_id()
-            .and_then(|id| HeaderValue::try_from(id.to_string()).ok());
         Some(Self {
             span,
             route,
             method,
             started: Instant::now(),
-            trace_id,
         })
     }
 
@@ -148,11 +144,14 @@ impl Observation {
         }
         crate::metrics::http_request_finished(
             route_name(self.route.as_ref()),
-            self.method.as_str(),
+            method_name(&self.method),
             status.as_u16(),
             self.started.elapsed(),
         );
-        if let Some(trace_id) = self.trace_id {
+        // Made here, not held: a parked request would carry it for its
+        // whole wait.
+        let trace_id = self.span.trace_id();
+        if let Some(trace_id) = trace_id.and_then(|id| HeaderValue::try_from(id.to_string()).ok()) {
             response.headers_mut().insert(TRACE_ID_HEADER, trace_id);
         }
     }
@@ -161,4 +160,22 @@ impl Observation {
 /// The route's pattern, the `http.route` of its spans and metrics.
 fn route_name(route: Option<&MatchedPath>) -> &str {
     route.map_or("unmatched", MatchedPath::as_str)
+}
+
+/// The method as spans and metrics name it: a method outside HTTP's
+/// registered set is `_OTHER` (the semantic conventions' rule), so a
+/// client inventing methods cannot grow the label sets without bound.
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
 }

@@ -12,11 +12,19 @@
 //! polled.
 //!
 //! `tracing` stays what handlers use for their own spans and for logs: a
-//! handler's `tracing` span opened inside a hop is the hop's child, a hop
-//! opened inside a handler's span is that span's child, and log lines and
-//! exported log records carry the trace id of whichever is innermost
-//! ([`current_context`]). Nest a handler's spans inside hops, not around
-//! them.
+//! handler's `tracing` span opened inside a hop is the hop's child, and a
+//! hop opened inside a handler's span is that span's child. Which context
+//! a new hop, a log line or an exported log record belongs to is
+//! [`current_context`]: the open `tracing` span's if there is one, else
+//! the hop being polled. So nest a handler's spans inside hops, not around
+//! them, and open no hop or span inside a hop that is itself inside a
+//! handler's span (it would be the handler span's child, not the hop's).
+//!
+//! A hop's failure is its status plus an `exception` event carrying the
+//! message, so a span that fails twice keeps both causes (the SDK keeps
+//! one status description). Other log lines written inside a hop are not
+//! copied onto it as events: they are exported as log records with the
+//! hop's trace id.
 //!
 //! With tracing off no tracer is installed: no span is made, no trace
 //! context is read or written, and the attribute closures never run.
@@ -65,6 +73,7 @@ pub fn current_context() -> Context {
 /// A hop's span, ended when the last of it (this or a future it
 /// instruments) is dropped.
 #[derive(Debug)]
+#[must_use = "a hop span ends when dropped"]
 pub struct HopSpan {
     /// The parent's context with this span in it; `None` with tracing off.
     context: Option<Context>,
@@ -111,6 +120,7 @@ impl HopSpan {
         (trace_id != TraceId::INVALID).then_some(trace_id)
     }
 
+    /// Adds an attribute, built only when the span is recorded.
     pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(context) = &self.context {
             context.span().set_attribute(attribute());
@@ -120,9 +130,7 @@ impl HopSpan {
     /// Marks the span as failed, `message` saying why.
     pub fn record_error(&self, message: impl Display) {
         if let Some(context) = &self.context {
-            context
-                .span()
-                .set_status(Status::error(message.to_string()));
+            fail(context, message);
         }
     }
 
@@ -147,12 +155,23 @@ impl HopSpan {
 /// dead-lettered message), `message` saying why.
 pub fn record_error_in_current_hop(message: impl Display) {
     if enabled() {
-        Context::map_current(|context| {
-            context
-                .span()
-                .set_status(Status::error(message.to_string()))
-        });
+        Context::map_current(|context| fail(context, message));
     }
+}
+
+/// Error status and an `exception` event with `message` on the span of
+/// `context` (a no-op for a span that is not recorded).
+fn fail(context: &Context, message: impl Display) {
+    let span = context.span();
+    if !span.is_recording() {
+        return;
+    }
+    let message = message.to_string();
+    span.add_event(
+        "exception",
+        vec![KeyValue::new("exception.message", message.clone())],
+    );
+    span.set_status(Status::error(message));
 }
 
 pin_project! {

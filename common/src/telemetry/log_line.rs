@@ -27,7 +27,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// A layer (the OTLP log bridge) that is handed each event with the
 /// current span's OpenTelemetry context active, so the record it makes
-/// carries the span's trace and span ids.
+/// carries the span's trace and span ids. Only events are passed on: the
+/// bridge, as configured here, does nothing with spans.
 pub(super) struct InSpanContext<L> {
     inner: L,
 }

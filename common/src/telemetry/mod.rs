@@ -28,10 +28,12 @@ use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -179,26 +181,7 @@ pub fn init(service_name: &str) -> Telemetry {
         ))
     };
     let traces = tracer_provider.as_ref().map(|provider| {
-        hop::install_tracer(provider.tracer(service_name.to_owned()));
-        // For the spans handlers make with `tracing`; the hops' own spans
-        // are made by `hop`.
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(service_name.to_owned()))
-            .with_error_events_to_status(true)
-            // Busy/idle time per span costs a clock read at every poll;
-            // source locations, thread and target attributes are six more
-            // attributes on every span, to build, export and store, that
-            // no dashboard or query reads.
-            .with_tracked_inactivity(false)
-            // Activating a span's OpenTelemetry context at every poll of
-            // every instrumented future is for other OpenTelemetry
-            // instrumentation to see it; hops read a span's context from
-            // the span itself, and the log bridge gets it per event below.
-            .with_context_activation(false)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_filter(exported())
+        span_layer(provider.tracer(service_name.to_owned())).with_filter(exported())
     });
     let logs = logger_provider.as_ref().map(|provider| {
         log_line::InSpanContext::new(OpenTelemetryTracingBridge::new(provider))
@@ -222,6 +205,32 @@ pub fn init(service_name: &str) -> Telemetry {
         tracer_provider,
         logger_provider,
     }
+}
+
+/// The layer that exports the spans handlers make with `tracing`, set up
+/// as in every service, with `tracer` also installed for the hop spans
+/// (`hop`): one tracer for both, so they share a trace. Tests that keep
+/// spans in memory build their subscriber with it too.
+pub fn span_layer<S>(tracer: SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    hop::install_tracer(tracer.clone());
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_error_events_to_status(true)
+        // Busy/idle time per span costs a clock read at every poll;
+        // activating a span's OpenTelemetry context at every poll is for
+        // other OpenTelemetry instrumentation to see it (hops read a span's
+        // context from the span itself, and the log bridge gets it per
+        // event); source locations, thread and target attributes are six
+        // more attributes on every span, to build, export and store, that
+        // no dashboard or query reads.
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
 }
 
 /// Marks `span` as failed, with `message` as its status description. The
