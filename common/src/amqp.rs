@@ -133,16 +133,7 @@ pub async fn publish_confirmed(
         || format!("{routing_key} publish").into(),
         SpanKind::Producer,
         telemetry::hop::current_context,
-        || {
-            vec![
-                KeyValue::new("messaging.system", "rabbitmq"),
-                KeyValue::new("messaging.operation.type", "send"),
-                KeyValue::new("messaging.operation.name", "publish"),
-                KeyValue::new("messaging.destination.name", routing_key.to_owned()),
-                KeyValue::new("messaging.message.id", message_id(&properties).to_owned()),
-                KeyValue::new("messaging.message.body.size", payload.len() as i64),
-            ]
-        },
+        || messaging_attributes(("send", "publish"), routing_key, &properties, payload.len()),
     );
     let mut headers = properties.headers().clone().unwrap_or_default();
     if let Some(context) = span.context() {
@@ -399,29 +390,41 @@ fn consumer_span(queue: &str, delivery: &Delivery) -> HopSpan {
         SpanKind::Consumer,
         || propagation::extract_amqp(properties.headers().as_ref()),
         || {
-            vec![
-                KeyValue::new("messaging.system", "rabbitmq"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.operation.name", "deliver"),
-                KeyValue::new("messaging.destination.name", queue.to_owned()),
-                KeyValue::new("messaging.message.id", message_id(properties).to_owned()),
-                KeyValue::new("messaging.message.body.size", delivery.data.len() as i64),
-                KeyValue::new(
-                    "messaging.rabbitmq.message.delivery_tag",
-                    delivery.delivery_tag as i64,
-                ),
-            ]
+            let mut attributes = messaging_attributes(
+                ("process", "deliver"),
+                queue,
+                properties,
+                delivery.data.len(),
+            );
+            attributes.push(KeyValue::new(
+                "messaging.rabbitmq.message.delivery_tag",
+                delivery.delivery_tag as i64,
+            ));
+            attributes
         },
     )
 }
 
-/// The message's id, or "" when it has none.
-fn message_id(properties: &BasicProperties) -> &str {
-    properties
+/// The semantic-convention attributes of a PRODUCER or CONSUMER span:
+/// `operation` is (`messaging.operation.type`, `messaging.operation.name`).
+fn messaging_attributes(
+    (operation_type, operation_name): (&'static str, &'static str),
+    destination: &str,
+    properties: &BasicProperties,
+    body_size: usize,
+) -> Vec<KeyValue> {
+    let message_id = properties
         .message_id()
         .as_ref()
-        .map(|id| id.as_str())
-        .unwrap_or_default()
+        .map_or("", |id| id.as_str());
+    vec![
+        KeyValue::new("messaging.system", "rabbitmq"),
+        KeyValue::new("messaging.operation.type", operation_type),
+        KeyValue::new("messaging.operation.name", operation_name),
+        KeyValue::new("messaging.destination.name", destination.to_owned()),
+        KeyValue::new("messaging.message.id", message_id.to_owned()),
+        KeyValue::new("messaging.message.body.size", body_size as i64),
+    ]
 }
 
 /// Acks a delivery handled to the end.

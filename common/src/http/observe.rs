@@ -24,6 +24,7 @@ use tower::{Layer, Service};
 use super::TRACE_ID_HEADER;
 use crate::propagation;
 use crate::telemetry::HopSpan;
+use crate::telemetry::hop::InHop;
 
 /// Observes each request of the service it wraps (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,8 +59,11 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let observation = Observation::start(&request);
         let inner = match &observation {
-            Some(observation) => observation.span.in_scope(|| self.inner.call(request)),
-            None => self.inner.call(request),
+            Some(observation) => {
+                let inner = observation.span.in_scope(|| self.inner.call(request));
+                observation.span.scope(inner)
+            }
+            None => InHop::untraced(self.inner.call(request)),
         };
         Observed { inner, observation }
     }
@@ -69,7 +73,7 @@ pin_project! {
     /// A request in flight, inside its SERVER span.
     pub struct Observed<F> {
         #[pin]
-        inner: F,
+        inner: InHop<F>,
         observation: Option<Observation>,
     }
 }
@@ -82,10 +86,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let current = this.observation.as_ref().and_then(|o| o.span.context());
-        let current = current.map(|context| context.clone().attach());
         let mut result = ready!(this.inner.poll(cx));
-        drop(current);
         if let (Some(observation), Ok(response)) = (this.observation.take(), &mut result) {
             observation.finish(response);
         }

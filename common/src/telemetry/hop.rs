@@ -183,6 +183,16 @@ pin_project! {
     }
 }
 
+impl<F> InHop<F> {
+    /// `future` polled outside any hop (a request that is not traced).
+    pub(crate) fn untraced(future: F) -> Self {
+        Self {
+            inner: future,
+            context: None,
+        }
+    }
+}
+
 impl<F: Future> Future for InHop<F> {
     type Output = F::Output;
 

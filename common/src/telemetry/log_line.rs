@@ -5,8 +5,8 @@
 //! was 4–5 % of each service's CPU with tracing on, for fields that nearly
 //! no line ever showed (BENCHMARKS.md). A line written inside a traced
 //! request still carries the request's trace id, read when, and only when,
-//! a line is written, from the innermost of the current `tracing` span and
-//! the hop being polled (`hop::current_context`). The current one, not an
+//! a line is written, from the open `tracing` span if there is one, else
+//! from the hop being polled (`hop::current_context`). The current one, not an
 //! event's explicit `parent:`: log inside the span (`span.in_scope(..)`)
 //! for the line to carry its trace.
 //!
