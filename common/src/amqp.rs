@@ -85,7 +85,12 @@ pub fn set_header(headers: &mut FieldTable, name: &str, value: &str) {
 
 /// A string header of a message, if present and textual.
 pub fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
-    match properties.headers().as_ref()?.inner().get(name)? {
+    text_header(properties.headers().as_ref()?, name)
+}
+
+/// A string entry of a header table, if present and textual.
+pub fn text_header<'a>(headers: &'a FieldTable, name: &str) -> Option<&'a str> {
+    match headers.inner().get(name)? {
         AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
         AMQPValue::ShortString(value) => Some(value.as_str()),
         _ => None,

@@ -3,7 +3,7 @@
 //! OpenTelemetry propagator and `Injector`/`Extractor` adapters — no
 //! hand-written parsing.
 
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -18,8 +18,27 @@ pub fn extract_http(headers: &http::HeaderMap) -> Context {
 
 /// Writes `context` into outgoing HTTP `headers`.
 pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
+    inject(context, &mut HeaderInjector(headers));
+}
+
+/// Writes `context` through `injector`, leaving out empty fields: the
+/// propagator writes `tracestate` even when a trace has none, and W3C
+/// Trace Context asks senders not to send an empty one (receivers read a
+/// missing and an empty `tracestate` alike). On the hot path that is one
+/// header less to build, send and parse per hop.
+fn inject(context: &Context, injector: &mut dyn Injector) {
+    struct NonEmpty<'a>(&'a mut dyn Injector);
+
+    impl Injector for NonEmpty<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if !value.is_empty() {
+                self.0.set(key, value);
+            }
+        }
+    }
+
     opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(context, &mut HeaderInjector(headers))
+        p.inject_context(context, &mut NonEmpty(injector))
     });
 }
 
@@ -28,11 +47,7 @@ pub struct FieldTableExtractor<'a>(pub &'a FieldTable);
 
 impl Extractor for FieldTableExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        match self.0.inner().get(key)? {
-            AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok(),
-            AMQPValue::ShortString(value) => Some(value.as_str()),
-            _ => None,
-        }
+        crate::amqp::text_header(self.0, key)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -62,14 +77,13 @@ pub fn extract_amqp(headers: Option<&FieldTable>) -> Context {
 
 /// Writes `context` into outgoing AMQP `headers`.
 pub fn inject_amqp(context: &Context, headers: &mut FieldTable) {
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(context, &mut FieldTableInjector(headers))
-    });
+    inject(context, &mut FieldTableInjector(headers));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::AMQPValue;
     use opentelemetry::propagation::TextMapPropagator;
     use opentelemetry::trace::TraceContextExt;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -95,6 +109,32 @@ mod tests {
             FieldTableExtractor(&out).get("traceparent"),
             Some(traceparent)
         );
+    }
+
+    #[test]
+    fn tracestate_is_sent_only_when_the_trace_has_one() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for tracestate in [None, Some("vendor=opaque")] {
+            let mut incoming = FieldTable::default();
+            crate::amqp::set_header(&mut incoming, "traceparent", traceparent);
+            if let Some(tracestate) = tracestate {
+                crate::amqp::set_header(&mut incoming, "tracestate", tracestate);
+            }
+            let context = extract_amqp(Some(&incoming));
+
+            let mut amqp = FieldTable::default();
+            inject_amqp(&context, &mut amqp);
+            let mut http = http::HeaderMap::new();
+            inject_http(&context, &mut http);
+
+            let amqp = FieldTableExtractor(&amqp);
+            let http = HeaderExtractor(&http);
+            for carrier in [&amqp as &dyn Extractor, &http] {
+                assert_eq!(carrier.get("traceparent"), Some(traceparent));
+                assert_eq!(carrier.get("tracestate"), tracestate);
+            }
+        }
     }
 
     #[test]
