@@ -164,6 +164,9 @@ pub struct Results {
     pub idle: Vec<IdleRss>,
     /// One per protocol parked-rss was run with.
     pub parked: Vec<Parked>,
+    /// parked-rss against bench's bare-h2-server: what hyper alone spends
+    /// per parked HTTP/2 stream, the floor under public-web's h2c figure.
+    pub parked_floor: Option<Parked>,
 }
 
 /// Parses JSON lines, skipping blank ones; errors name the line.
@@ -351,6 +354,19 @@ impl Results {
                 );
             }
         }
+        if let Some(floor) = &self.parked_floor {
+            let _ = writeln!(
+                out,
+                "\nhyper's own floor over HTTP/2 cleartext (bench's bare-h2-server: hyper alone, \
+                 a response that never comes, the same client): {} of {} parked on {} connections, \
+                 **+{:.1} MiB** ({} bytes per parked request).",
+                floor.parked,
+                floor.requests,
+                floor.connections,
+                mib(floor.extra_kib),
+                floor.extra_bytes_per_request,
+            );
+        }
         out
     }
 
@@ -417,7 +433,7 @@ impl Results {
         for parked in &self.parked {
             let extra = parked.extra_at_target_kib / 1024.0;
             let measured = parked.parked >= PARKED_TARGET_REQUESTS;
-            let how = if measured {
+            let mut how = if measured {
                 format!("+{extra:.1} MiB measured")
             } else if parked.target >= PARKED_TARGET_REQUESTS {
                 format!(
@@ -428,6 +444,17 @@ impl Results {
             } else {
                 format!("only {} parked", parked.parked)
             };
+            if let Some(floor) = self
+                .parked_floor
+                .as_ref()
+                .filter(|_| parked.protocol == "h2c")
+            {
+                let _ = write!(
+                    how,
+                    "; hyper alone: +{:.1} MiB",
+                    floor.extra_at_target_kib / 1024.0
+                );
+            }
             row(
                 &format!(
                     "100,000 parked requests in < 64 MiB extra RSS ({})",
@@ -589,6 +616,7 @@ mod tests {
                 },
             ],
             parked: Vec::new(),
+            parked_floor: None,
         }
     }
 
@@ -657,6 +685,25 @@ mod tests {
         let memory = results.memory();
         assert!(
             memory.contains("100000 of 100000 parked on 500 connections"),
+            "{memory}"
+        );
+    }
+
+    #[test]
+    fn hyper_s_floor_is_shown_beside_the_h2c_figure() {
+        let h2c = r#"{"protocol":"h2c","connections":500,"requests":100000,"parked":100000,"rss_before_kib":8000,"rss_parked_kib":350000,"extra_kib":342000,"extra_bytes_per_request":3502,"rss_after_hangup_kib":340000,"parked_s":15.0,"slope_bytes_per_request":3500.0,"target":100000,"extra_at_target_kib":342000.0}"#;
+        let floor = r#"{"protocol":"h2c","connections":500,"requests":100000,"parked":100000,"rss_before_kib":4800,"rss_parked_kib":156800,"extra_kib":152000,"extra_bytes_per_request":1556,"rss_after_hangup_kib":157000,"parked_s":10.0,"slope_bytes_per_request":1540.0,"target":100000,"extra_at_target_kib":152000.0}"#;
+        let mut results = results();
+        results.parked = parse_lines(h2c).unwrap();
+        results.parked_floor = parse_lines(floor).unwrap().pop();
+        let targets = results.targets();
+        assert!(
+            targets.contains("| +334.0 MiB measured; hyper alone: +148.4 MiB | **no**"),
+            "{targets}"
+        );
+        let memory = results.memory();
+        assert!(
+            memory.contains("**+148.4 MiB** (1556 bytes per parked request)"),
             "{memory}"
         );
     }

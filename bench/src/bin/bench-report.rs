@@ -23,6 +23,9 @@ struct Cli {
     /// parked-rss's JSON lines, one per protocol.
     #[arg(long)]
     parked: Option<PathBuf>,
+    /// parked-rss's JSON line for bench's bare-h2-server (hyper's floor).
+    #[arg(long)]
+    parked_floor: Option<PathBuf>,
     /// The OTLP sink's /stats JSON.
     #[arg(long)]
     sink: Option<PathBuf>,
@@ -50,20 +53,33 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The JSON lines of `path`, each parsed as a `T`.
+fn lines<T: for<'de> serde::Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<Vec<T>> {
+    report::parse_lines(&read(path)?)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let points = report::parse_lines(&read(&cli.points)?)
-        .map_err(|error| anyhow::anyhow!("{}: {error}", cli.points.display()))?;
-    let idle = match &cli.idle {
-        Some(path) => report::parse_lines(&read(path)?)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?,
-        None => Vec::new(),
-    };
-    let parked = match &cli.parked {
-        Some(path) => report::parse_lines(&read(path)?)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?,
-        None => Vec::new(),
-    };
+    let points = lines(&cli.points)?;
+    let idle = cli
+        .idle
+        .as_ref()
+        .map(lines)
+        .transpose()?
+        .unwrap_or_default();
+    let parked = cli
+        .parked
+        .as_ref()
+        .map(lines)
+        .transpose()?
+        .unwrap_or_default();
+    let parked_floor = cli
+        .parked_floor
+        .as_ref()
+        .map(lines)
+        .transpose()?
+        .and_then(|mut floor| floor.pop());
     let sink: BTreeMap<String, u64> = match &cli.sink {
         Some(path) => serde_json::from_str(read(path)?.trim())
             .with_context(|| format!("parsing {}", path.display()))?,
@@ -74,6 +90,7 @@ fn main() -> anyhow::Result<ExitCode> {
         points: report::merge_rounds(points),
         idle,
         parked,
+        parked_floor,
     };
     let info = RunInfo {
         date: cli.date,
