@@ -116,3 +116,18 @@ stack() {
     log "$stack stack up: public-web :$pw, dispatcher :$dp, ping-listener :$lp"
 }
 
+
+# start_sink PROTOCOL: starts bench's otlp-sink on free ports; sets
+# SINK_HTTP (its HTTP port, which also serves /stats) and OTLP_ENV (the
+# variables that point a service at it over PROTOCOL: grpc or
+# http/protobuf).
+start_sink() {
+    local grpc_port port
+    grpc_port="$(free_port)"
+    SINK_HTTP="$(free_port)"
+    start otlp-sink otlp-sink -- --grpc-port "$grpc_port" --http-port "$SINK_HTTP"
+    for _ in $(seq 100); do port_open 127.0.0.1 "$SINK_HTTP" && break; sleep 0.1; done
+    port="$SINK_HTTP"
+    [ "$1" = grpc ] && port="$grpc_port"
+    OTLP_ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" OTEL_EXPORTER_OTLP_PROTOCOL="$1")
+}

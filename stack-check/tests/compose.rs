@@ -370,8 +370,8 @@ fn rust_services_are_wired_to_the_stack() {
             );
         };
         expect("AMQP_URL", "amqp://guest:guest@rabbitmq:5672/%2f");
-        expect("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4317");
-        expect("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        expect("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318");
+        expect("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
         expect("OTEL_SERVICE_NAME", name);
         expect("PORT", &port.to_string());
         let probe = compose::healthcheck_test(service).expect("healthcheck");
@@ -670,8 +670,9 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
     let env = compose::environment(dev);
     assert_eq!(
         env["OTEL_EXPORTER_OTLP_ENDPOINT"],
-        "http://otel-collector:4317"
+        "http://otel-collector:4318"
     );
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
     assert_eq!(env["AMQP_URL"], "amqp://guest:guest@rabbitmq:5672/%2f");
     assert_eq!(
         env.get("CALLBACK_SECRET"),

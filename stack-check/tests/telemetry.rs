@@ -183,11 +183,12 @@ fn collector_routes_every_signal_to_its_store() {
     let protocols = &config["receivers"]["otlp"]["protocols"];
     assert_eq!(protocols["grpc"]["endpoint"].as_str(), Some("0.0.0.0:4317"));
     assert_eq!(protocols["http"]["endpoint"].as_str(), Some("0.0.0.0:4318"));
+    // The services export over HTTP/protobuf, their default.
     for name in RUST_SERVICES.map(|s| s.name) {
         let env = compose::environment(compose.service(name));
         assert_eq!(
             host_port(&env["OTEL_EXPORTER_OTLP_ENDPOINT"]),
-            ("otel-collector".into(), 4317)
+            ("otel-collector".into(), 4318)
         );
     }
 
