@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -168,16 +169,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonEvent {
     }
 }
 
-/// Extracts a valid [`Event`] that must already carry its id (a response).
-pub struct JsonResponseEvent(pub Event);
+/// Extracts a valid [`Event`] that must already carry its id (a response),
+/// with the body it came in: a relay hands that on as received instead of
+/// serialising the event again.
+pub struct JsonResponseEvent {
+    pub event: Event,
+    pub body: Bytes,
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonResponseEvent {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        // Read under the route's body limit (an extension), then checked
+        // and parsed by the JSON extractor from the same bytes.
+        let mut body_only = Request::new(body);
+        *body_only.extensions_mut() = parts.extensions.clone();
+        let body = Bytes::from_request(body_only, state)
+            .await
+            .map_err(|rejection| ApiError::from(JsonRejection::from(rejection)))?;
+        let request = Request::from_parts(parts, Body::from(body.clone()));
         let ApiJson(event) = ApiJson::<Event>::from_request(request, state).await?;
         event.validate()?;
-        Ok(JsonResponseEvent(event))
+        Ok(JsonResponseEvent { event, body })
     }
 }
 

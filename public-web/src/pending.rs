@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use common::Event;
+use axum::body::Bytes;
+use common::event::HandlerError;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::oneshot;
@@ -24,6 +25,10 @@ pub enum ParkError {
     DuplicateId(String),
 }
 
+/// What a parked request answers its client with: the response event's
+/// JSON as the dispatcher delivered it, or the handler's failure.
+pub type Answer = Result<Bytes, HandlerError>;
+
 /// Why a response could not be delivered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("no request with id {0:?} is waiting")]
@@ -33,7 +38,7 @@ struct Waiter {
     /// Tells this waiter from a later one that reuses the id, so a guard
     /// never removes an entry that is not its own.
     ticket: u64,
-    sender: oneshot::Sender<Event>,
+    sender: oneshot::Sender<Answer>,
 }
 
 /// Requests waiting for their response event.
@@ -112,18 +117,18 @@ impl PendingRequests {
         }
     }
 
-    /// Hands `response` to the request waiting for its id.
-    pub fn complete(&self, response: Event) -> Result<(), NotWaiting> {
-        let Some((_, waiter)) = self.inner.waiters.remove(&response.id) else {
-            return Err(NotWaiting(response.id));
+    /// Hands `answer` to the request waiting for the event `id`.
+    pub fn complete(&self, id: &str, answer: Answer) -> Result<(), NotWaiting> {
+        let Some((_, waiter)) = self.inner.waiters.remove(id) else {
+            return Err(NotWaiting(id.to_owned()));
         };
         self.inner.removed();
         // A failed send means the handler is gone (timed out or the client
         // hung up) between our remove and its guard's drop.
         waiter
             .sender
-            .send(response)
-            .map_err(|response| NotWaiting(response.id))
+            .send(answer)
+            .map_err(|_| NotWaiting(id.to_owned()))
     }
 
     fn remove_own(&self, id: &str, ticket: u64) {
@@ -143,7 +148,7 @@ pub struct Parked {
     pending: PendingRequests,
     id: String,
     ticket: u64,
-    receiver: Option<oneshot::Receiver<Event>>,
+    receiver: Option<oneshot::Receiver<Answer>>,
 }
 
 impl Parked {
@@ -152,8 +157,8 @@ impl Parked {
         &self.id
     }
 
-    /// The response event, or `None` if the entry was removed without one.
-    pub async fn response(&mut self) -> Option<Event> {
+    /// The answer, or `None` if the entry was removed without one.
+    pub async fn response(&mut self) -> Option<Answer> {
         self.receiver.as_mut()?.await.ok()
     }
 }
@@ -167,22 +172,19 @@ impl Drop for Parked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
 
-    fn response(id: &str) -> Event {
-        Event {
-            id: id.into(),
-            kind: "PingResponse".into(),
-            data: Map::new(),
-        }
+    fn answer(id: &str) -> Answer {
+        Ok(Bytes::from(format!(
+            r#"{{"id":"{id}","type":"PingResponse"}}"#
+        )))
     }
 
     #[tokio::test]
     async fn completes_the_waiting_request() {
         let pending = PendingRequests::new(10);
         let mut parked = pending.park("a").unwrap();
-        pending.complete(response("a")).unwrap();
-        assert_eq!(parked.response().await.unwrap().id, "a");
+        pending.complete("a", answer("a")).unwrap();
+        assert_eq!(parked.response().await, Some(answer("a")));
         assert!(pending.is_empty());
     }
 
@@ -191,7 +193,10 @@ mod tests {
         let pending = PendingRequests::new(10);
         drop(pending.park("a").unwrap());
         assert!(pending.is_empty());
-        assert_eq!(pending.complete(response("a")), Err(NotWaiting("a".into())));
+        assert_eq!(
+            pending.complete("a", answer("a")),
+            Err(NotWaiting("a".into()))
+        );
     }
 
     #[test]
@@ -211,7 +216,7 @@ mod tests {
     fn an_old_guard_does_not_remove_a_newer_waiter() {
         let pending = PendingRequests::new(10);
         let old = pending.park("a").unwrap();
-        pending.complete(response("a")).ok();
+        pending.complete("a", answer("a")).ok();
         let _new = pending.park("a").unwrap();
         drop(old);
         assert_eq!(pending.len(), 1);

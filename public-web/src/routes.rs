@@ -8,8 +8,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::Event;
@@ -76,15 +77,17 @@ struct Waiting {
 }
 
 impl Waiting {
-    async fn response(mut self) -> Result<Json<Event>, PublicWebError> {
-        let response = tokio::time::timeout_at(self.deadline, self.parked.response())
+    async fn response(mut self) -> Result<Response, PublicWebError> {
+        let answer = tokio::time::timeout_at(self.deadline, self.parked.response())
             .await
             .map_err(|_| timed_out(&self.parked, self.timeout))?
             .ok_or(PublicWebError::Abandoned)?;
-        match HandlerError::from_event(&response) {
-            Some(error) => Err(PublicWebError::Listener(error)),
-            None => Ok(Json(response)),
-        }
+        let body = answer.map_err(PublicWebError::Listener)?;
+        Ok((
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response())
     }
 }
 
@@ -165,14 +168,19 @@ pub async fn require_signature(
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
 
-/// `POST /dispatch`: the dispatcher delivers a response event.
+/// `POST /dispatch`: the dispatcher delivers a response event. Its body
+/// goes to the waiting client as received, not serialised again; a
+/// handler's error event becomes that client's error response.
 pub async fn dispatch(
     State(state): State<Arc<AppState>>,
-    JsonResponseEvent(response): JsonResponseEvent,
+    JsonResponseEvent { event, body }: JsonResponseEvent,
 ) -> Result<StatusCode, PublicWebError> {
-    let id = response.id.clone();
-    state.pending.complete(response).inspect_err(|_| {
-        tracing::warn!(event_id = %id, "response for a request that is not waiting");
+    let answer = match HandlerError::from_event(&event) {
+        Some(error) => Err(error),
+        None => Ok(body),
+    };
+    state.pending.complete(&event.id, answer).inspect_err(|_| {
+        tracing::warn!(event_id = %event.id, "response for a request that is not waiting");
     })?;
     Ok(StatusCode::NO_CONTENT)
 }
