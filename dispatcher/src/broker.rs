@@ -16,6 +16,7 @@ use lapin::{Channel, Connection};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::callback_urls::CallbackUrls;
 use crate::configuration::Config;
 
 /// The channel requests are published on, while a session is up.
@@ -39,6 +40,7 @@ pub async fn run(
     publisher: PublisherSlot,
     readiness: Readiness,
     http: reqwest::Client,
+    callback_urls: Arc<CallbackUrls>,
     shutdown: CancellationToken,
 ) {
     amqp::supervise(
@@ -48,7 +50,13 @@ pub async fn run(
         &shutdown,
         |connection| {
             session(
-                connection, &config, &publisher, &readiness, &http, &shutdown,
+                connection,
+                &config,
+                &publisher,
+                &readiness,
+                &http,
+                &callback_urls,
+                &shutdown,
             )
         },
     )
@@ -61,6 +69,7 @@ async fn session(
     publisher: &PublisherSlot,
     readiness: &Readiness,
     http: &reqwest::Client,
+    callback_urls: &Arc<CallbackUrls>,
     shutdown: &CancellationToken,
 ) -> lapin::Result<()> {
     let consumer_channel = amqp::consumer_channel(&connection, config.prefetch).await?;
@@ -78,9 +87,12 @@ async fn session(
         shutdown,
         |delivery| {
             let http = http.clone();
+            let callback_urls = callback_urls.clone();
             let retries = config.callback_retries;
             let secret = config.callback_secret.clone();
-            async move { call_back(delivery, &http, retries, secret.as_ref()).await }
+            async move {
+                call_back(delivery, &http, &callback_urls, retries, secret.as_ref()).await
+            }
         },
     )
     .await;
@@ -129,6 +141,7 @@ impl CallbackError {
 async fn call_back(
     mut delivery: Delivery,
     http: &reqwest::Client,
+    callback_urls: &CallbackUrls,
     retries: usize,
     secret: Option<&CallbackSecret>,
 ) {
@@ -137,7 +150,7 @@ async fn call_back(
         return amqp::dead_letter(&delivery, "malformed").await;
     }
     let Some(callback_url) = amqp::header(&delivery.properties, CALLBACK_URL_HEADER)
-        .and_then(|url| reqwest::Url::parse(url).ok())
+        .and_then(|url| callback_urls.parse(url))
     else {
         tracing::warn!("response without a valid callback URL; dead-lettering it");
         return amqp::dead_letter(&delivery, "no_callback_url").await;

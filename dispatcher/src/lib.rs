@@ -6,6 +6,7 @@
 //! message carries, so any number of dispatchers can run side by side.
 
 pub mod broker;
+pub mod callback_urls;
 pub mod configuration;
 pub mod error;
 pub mod routes;

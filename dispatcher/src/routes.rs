@@ -29,7 +29,7 @@ pub async fn accept(
         let callback = callback
             .to_str()
             .ok()
-            .filter(|url| reqwest::Url::parse(url).is_ok())
+            .filter(|url| state.callback_urls.parse(url).is_some())
             .ok_or_else(|| DispatchError::InvalidCallback(format!("{callback:?}")))?;
         amqp::set_header(&mut amqp_headers, CALLBACK_URL_HEADER, callback);
     }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, PublisherSlot};
+use crate::callback_urls::CallbackUrls;
 use crate::configuration::Config;
 use crate::routes;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub publisher: PublisherSlot,
     /// `MESSAGE_TTL_MS` as the AMQP `expiration` property wants it.
     pub message_ttl_ms: Arc<str>,
+    pub callback_urls: Arc<CallbackUrls>,
 }
 
 /// The dispatcher bound to its port, ready to run.
@@ -42,6 +44,7 @@ impl Application {
             message_ttl_ms: config.message_ttl.as_millis().to_string().into(),
             config: Arc::new(config),
             publisher: PublisherSlot::default(),
+            callback_urls: Arc::new(CallbackUrls::new(CallbackUrls::DEFAULT_CAPACITY)),
         };
         Ok(Self {
             listener,
@@ -66,6 +69,7 @@ impl Application {
             self.state.publisher.clone(),
             self.readiness.clone(),
             callbacks,
+            self.state.callback_urls.clone(),
             shutdown.clone(),
         ));
         tracing::info!(addr = %self.local_addr(), "dispatcher listening");

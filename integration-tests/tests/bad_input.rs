@@ -146,16 +146,18 @@ async fn the_dispatcher_refuses_each_class_of_bad_input_and_keeps_serving() {
     assert_each_case_is_refused(&stack.dispatcher.url(), 64 * 1024).await;
 
     let client = reqwest::Client::new();
-    let response = client
-        .post(stack.dispatcher.url())
-        .header("x-callback-url", "not a url")
-        .json(&ping_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "invalid_callback");
+    for callback in ["not a url", "ftp://public-web/dispatch"] {
+        let response = client
+            .post(stack.dispatcher.url())
+            .header("x-callback-url", callback)
+            .json(&ping_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{callback}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_callback", "{callback}");
+    }
 
     let (status, body) = post_json(&client, &stack.public_web.url(), &ping_body()).await;
     assert_eq!(status, 200, "still serving: {body}");
