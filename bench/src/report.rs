@@ -449,9 +449,14 @@ impl Results {
                 .as_ref()
                 .filter(|_| parked.protocol == "h2c")
             {
+                let extrapolated = if floor.parked < floor.target {
+                    " extrapolated"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     how,
-                    "; hyper alone: +{:.1} MiB",
+                    "; hyper alone: +{:.1} MiB{extrapolated}",
                     floor.extra_at_target_kib / 1024.0
                 );
             }

@@ -5,7 +5,7 @@
 # new_run PREFIX: sets RUN_ID, OUT (results, logs) and BIN (binaries).
 # copy_binaries NAME...: copies target/release/NAME into BIN, so another
 #   build in the shared target/ cannot swap a binary mid-run.
-# free_port, start, wait_ready, stack: below.
+# free_port, start, wait_ready, wait_port, stack, start_sink: below.
 # cleanup: the EXIT trap: stops what start started, deletes QUEUES.
 
 # Nothing of the caller's telemetry set-up may leak into the services:
@@ -50,18 +50,19 @@ cleanup() {
     rm -rf "$BIN"
     exit "$status"
 }
-# A port no socket uses, below the ephemeral range (so no outgoing
-# connection can take it meanwhile) and away from the services' defaults
-# (3000-3004) that bin/restart.sh uses.
+# free_port VAR: sets VAR to a port no socket uses, below the ephemeral
+# range (so no outgoing connection can take it meanwhile) and away from the
+# services' defaults (3000-3004) that bin/restart.sh uses. Not run in a
+# subshell: TAKEN must remember the ports handed out but not yet bound.
 TAKEN=" "
 free_port() {
-    local port
+    local candidate
     for _ in $(seq 200); do
-        port=$((21000 + RANDOM % 10000))
-        case "$TAKEN" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Htan "sport = :$port" 2>/dev/null)" ] && ! port_open 127.0.0.1 "$port"; then
-            TAKEN+="$port "
-            echo "$port"
+        candidate=$((21000 + RANDOM % 10000))
+        case "$TAKEN" in *" $candidate "*) continue ;; esac
+        if [ -z "$(ss -Htan "sport = :$candidate" 2>/dev/null)" ] && ! port_open 127.0.0.1 "$candidate"; then
+            TAKEN+="$candidate "
+            printf -v "$1" '%s' "$candidate"
             return 0
         fi
     done
@@ -96,12 +97,25 @@ wait_ready() {
     die "$logname not ready on :$port within $READY_WITHIN_S s; see $OUT/logs/$logname.log"
 }
 
+# wait_port LOGNAME PORT: waits until the process started as LOGNAME
+# listens on PORT (for processes without /readyz).
+wait_port() {
+    local logname="$1" port="$2" pid_var="PID_${1//-/_}"
+    for _ in $(seq "$((READY_WITHIN_S * 10))"); do
+        port_open 127.0.0.1 "$port" && return 0
+        kill -0 "${!pid_var}" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$OUT/logs/$logname.log" >&2
+    die "$logname is not listening on :$port; see $OUT/logs/$logname.log"
+}
+
 # stack NAME [VAR=VALUE...]: public-web, dispatcher and ping-listener on
 # their own ports and queues, with the extra env; sets PORT_<NAME>.
 stack() {
     local stack="$1" pw dp lp queue responses
     shift
-    pw="$(free_port)"; dp="$(free_port)"; lp="$(free_port)"
+    free_port pw; free_port dp; free_port lp
     queue="$RUN_ID-$stack-ping"
     responses="$RUN_ID-$stack-responses"
     QUEUES+=("$queue" "$queue.dead" "$responses" "$responses.dead")
@@ -116,17 +130,16 @@ stack() {
     log "$stack stack up: public-web :$pw, dispatcher :$dp, ping-listener :$lp"
 }
 
-
 # start_sink PROTOCOL: starts bench's otlp-sink on free ports; sets
 # SINK_HTTP (its HTTP port, which also serves /stats) and OTLP_ENV (the
 # variables that point a service at it over PROTOCOL: grpc or
 # http/protobuf).
 start_sink() {
     local grpc_port port
-    grpc_port="$(free_port)"
-    SINK_HTTP="$(free_port)"
+    free_port grpc_port
+    free_port SINK_HTTP
     start otlp-sink otlp-sink -- --grpc-port "$grpc_port" --http-port "$SINK_HTTP"
-    for _ in $(seq 100); do port_open 127.0.0.1 "$SINK_HTTP" && break; sleep 0.1; done
+    wait_port otlp-sink "$SINK_HTTP"
     port="$SINK_HTTP"
     [ "$1" = grpc ] && port="$grpc_port"
     OTLP_ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" OTEL_EXPORTER_OTLP_PROTOCOL="$1")

@@ -183,7 +183,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonResponseEvent {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         // Read under the route's body limit (an extension), then checked
-        // and parsed by the JSON extractor from the same bytes.
+        // and parsed by the JSON extractor from the same bytes. Read
+        // first: a body both too large and not JSON is a 413, not a 415.
         let mut body_only = Request::new(body);
         *body_only.extensions_mut() = parts.extensions.clone();
         let body = Bytes::from_request(body_only, state)

@@ -25,7 +25,8 @@ pub fn inject_http(context: &Context, headers: &mut http::HeaderMap) {
 /// propagator writes `tracestate` even when a trace has none, and W3C
 /// Trace Context asks senders not to send an empty one (receivers read a
 /// missing and an empty `tracestate` alike). On the hot path that is one
-/// header less to build, send and parse per hop.
+/// header less to build, send and parse per hop. The carriers are new
+/// each time, so an empty field has nothing stale to overwrite.
 fn inject(context: &Context, injector: &mut dyn Injector) {
     struct NonEmpty<'a>(&'a mut dyn Injector);
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::middleware::Next;
@@ -83,11 +82,7 @@ impl Waiting {
             .map_err(|_| timed_out(&self.parked, self.timeout))?
             .ok_or(PublicWebError::Abandoned)?;
         let body = answer.map_err(PublicWebError::Listener)?;
-        Ok((
-            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            body,
-        )
-            .into_response())
+        Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
     }
 }
 

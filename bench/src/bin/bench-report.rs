@@ -54,7 +54,7 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// The JSON lines of `path`, each parsed as a `T`.
-fn lines<T: for<'de> serde::Deserialize<'de>>(path: &PathBuf) -> anyhow::Result<Vec<T>> {
+fn lines<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<Vec<T>> {
     report::parse_lines(&read(path)?)
         .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
