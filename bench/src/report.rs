@@ -197,6 +197,16 @@ pub fn failures(points: &[Point]) -> Vec<String> {
         .collect()
 }
 
+/// A failure when tracing-on points ran but the sink's counts (`/stats`,
+/// when read) show no span arrived: the traced rows would then measure a
+/// stack that exports nothing.
+pub fn export_failure(points: &[Point], sink: &BTreeMap<String, u64>) -> Option<String> {
+    let traced = points.iter().any(|point| point.scenario == FULL_TRACED);
+    let spans = sink.get("spans").copied();
+    (traced && spans == Some(0))
+        .then(|| "tracing on, yet the OTLP sink received no span".to_owned())
+}
+
 /// The memory budgets, in MiB.
 pub const PARKED_BUDGET_MIB: f64 = 64.0;
 pub const IDLE_BUDGET_MIB: f64 = 20.0;
@@ -755,6 +765,26 @@ mod tests {
         let failures = results.failures();
         assert_eq!(failures.len(), 1);
         assert!(failures[0].contains("public-web /ping at concurrency 1: 3 errors"));
+    }
+
+    #[test]
+    fn traced_points_without_exported_spans_are_a_failure() {
+        let mut results = results();
+        results.points.push(point(FULL_TRACED, 16, 3_000.0, 9.0, 0));
+        let sink = |spans| BTreeMap::from([("exports".to_owned(), 1), ("spans".to_owned(), spans)]);
+        assert_eq!(export_failure(&results.points, &sink(120)), None);
+        assert!(export_failure(&results.points, &sink(0)).is_some());
+        assert_eq!(
+            export_failure(&results.points, &BTreeMap::new()),
+            None,
+            "no sink read"
+        );
+        results.points.retain(|point| point.scenario != FULL_TRACED);
+        assert_eq!(
+            export_failure(&results.points, &sink(0)),
+            None,
+            "nothing traced ran"
+        );
     }
 
     #[test]

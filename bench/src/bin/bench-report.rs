@@ -85,7 +85,8 @@ fn main() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("parsing {}", path.display()))?,
         None => BTreeMap::new(),
     };
-    let failures = report::failures(&points);
+    let mut failures = report::failures(&points);
+    failures.extend(report::export_failure(&points, &sink));
     let results = Results {
         points: report::merge_rounds(points),
         idle,

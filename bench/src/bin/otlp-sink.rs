@@ -11,7 +11,7 @@
 //! counting needs (see [`Export`]): no span or log record is decoded.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,29 +120,12 @@ impl Counts {
     }
 }
 
-/// The unary gRPC method `Export` of the trace or logs collector service.
+/// The unary gRPC method `Export` of the trace or logs collector service,
+/// framed and decoded by tonic as a generated server would.
 #[derive(Clone)]
 struct GrpcExport {
     counts: Arc<Counts>,
     signal: Signal,
-}
-
-impl tower::Service<tonic::Request<Export>> for GrpcExport {
-    type Response = tonic::Response<Accepted>;
-    type Error = tonic::Status;
-    type Future = Ready<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: tonic::Request<Export>) -> Self::Future {
-        self.counts.record(self.signal, request.get_ref());
-        ready(Ok(tonic::Response::new(Accepted {})))
-    }
 }
 
 impl tower::Service<axum::http::Request<Body>> for GrpcExport {
@@ -158,10 +141,14 @@ impl tower::Service<axum::http::Request<Body>> for GrpcExport {
     }
 
     fn call(&mut self, request: axum::http::Request<Body>) -> Self::Future {
-        let method = self.clone();
+        let Self { counts, signal } = self.clone();
+        let export = tower::service_fn(move |export: tonic::Request<Export>| {
+            counts.record(signal, export.get_ref());
+            ready(Ok::<_, tonic::Status>(tonic::Response::new(Accepted {})))
+        });
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Accepted, Export>::default());
-            Ok(grpc.unary(method, request).await)
+            Ok(grpc.unary(export, request).await)
         })
     }
 }
