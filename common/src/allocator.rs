@@ -1,28 +1,29 @@
-//! The memory allocator of every binary that links `common`: mimalloc,
-//! with its eager commit turned off.
+//! The memory allocator every service binary declares: mimalloc, with its
+//! eager commit turned off.
 //!
-//! Why mimalloc: under load glibc's malloc was 12–14 % of each service's
-//! CPU profile, and the full path at concurrency 64 gained 10–25 % of
-//! throughput with mimalloc (BENCHMARKS.md).
+//! mimalloc because under load glibc's malloc was a large share of each
+//! service's CPU profile; eager commit off because mimalloc otherwise
+//! commits its arenas up front, which more than doubles a service's idle
+//! memory (BENCHMARKS.md has both measurements). The option is set by the
+//! first allocation of the process, before mimalloc has reserved any
+//! memory, so no environment variable is needed; it also means
+//! `MIMALLOC_ARENA_EAGER_COMMIT` is overridden (other `MIMALLOC_*`
+//! variables still apply).
 //!
-//! Why eager commit off: by default mimalloc commits its arenas up front,
-//! which put the services' idle RSS at 29–35 MiB, over the 20 MiB budget;
-//! with arena eager commit off they idle near the glibc figures and keep
-//! the throughput. The option is set by the first allocation of the
-//! process, before mimalloc has reserved any memory, so no environment
-//! variable is needed; it also means `MIMALLOC_ARENA_EAGER_COMMIT` is
-//! overridden (other `MIMALLOC_*` variables still apply).
+//! Linking this crate does not install it: each binary says so itself,
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Once;
 
 use mimalloc::MiMalloc;
 
-#[global_allocator]
-static ALLOCATOR: TunedMiMalloc = TunedMiMalloc;
-
 /// mimalloc, configured on first use.
-struct TunedMiMalloc;
+pub struct TunedMiMalloc;
 
 static TUNED: Once = Once::new();
 

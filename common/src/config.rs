@@ -1,28 +1,61 @@
 //! Reading configuration from environment variables (12-factor).
 //!
-//! Every service builds its `Config` from these helpers so that a missing
-//! variable falls back to a default that works for a local run, and a present
-//! but malformed one stops the service with a message naming the variable,
-//! instead of being silently ignored.
+//! Every service builds its `Config` from these helpers, once, at start:
+//! a missing variable falls back to a default that works for a local run,
+//! and a present but malformed one stops the service with a
+//! [`ConfigError`] naming the variable, instead of being silently ignored
+//! or failing later at first use.
 
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A configuration variable that is set but cannot be used.
+use reqwest::Url;
+
+/// A configuration variable that is set but cannot be used; the one error
+/// type of every service's configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
-    pub name: String,
-    pub value: String,
-    pub reason: String,
+    /// The variable, with its value or the file it names:
+    /// `PORT="abc"`, `SCENARIO_CONFIG (examples/order.yaml)`.
+    origin: String,
+    /// Where inside a structured value, when it is one
+    /// (`handlers.OrderRequest.steps[2]`).
+    path: Option<String>,
+    reason: String,
 }
 
 impl ConfigError {
-    pub fn new(name: &str, value: &str, reason: impl ToString) -> Self {
+    /// `name` is set to `value`, which is unusable for `reason`.
+    pub fn invalid(name: &str, value: &str, reason: impl fmt::Display) -> Self {
         Self {
-            name: name.to_owned(),
-            value: value.to_owned(),
+            origin: format!("{name}={value:?}"),
+            path: None,
             reason: reason.to_string(),
+        }
+    }
+
+    /// `origin` (a variable, or a variable and the file it names) is
+    /// unusable for `reason`, at `path` inside it when that is not empty.
+    pub fn at(
+        origin: impl Into<String>,
+        path: impl Into<String>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        let path = path.into();
+        Self {
+            origin: origin.into(),
+            path: (!path.is_empty()).then_some(path),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}: {}: {}", self.origin, path, self.reason),
+            None => write!(f, "{}: {}", self.origin, self.reason),
         }
     }
 }
@@ -36,15 +69,25 @@ pub fn var(name: &str) -> Option<String> {
 pub fn parse_or<T>(name: &str, default: T) -> Result<T, ConfigError>
 where
     T: FromStr,
-    T::Err: std::fmt::Display,
+    T::Err: fmt::Display,
 {
-    match var(name) {
-        None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse()
-            .map_err(|e| ConfigError::new(name, &value, e)),
-    }
+    parse(name).map(|value| value.unwrap_or(default))
+}
+
+/// The variable parsed as `T`, or `None` when it is unset.
+pub fn parse<T>(name: &str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    var(name)
+        .map(|value| {
+            value
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::invalid(name, &value, e))
+        })
+        .transpose()
 }
 
 /// A duration given in milliseconds, as `*_MS` variables are.
@@ -57,49 +100,61 @@ pub fn string_or(name: &str, default: &str) -> String {
     var(name).unwrap_or_else(|| default.to_owned())
 }
 
-/// The default broker: the local RabbitMQ with its guest account.
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// The broker URL from `AMQP_URL`.
-pub fn amqp_url() -> String {
-    string_or("AMQP_URL", DEFAULT_AMQP_URL)
+/// An http(s) URL, or `default` when the variable is unset.
+pub fn http_url_or(name: &str, default: &str) -> Result<Url, ConfigError> {
+    http_url(name).map(|url| url.unwrap_or_else(|| default.parse().expect("a valid default")))
 }
 
-/// The URL with any password replaced by `***`, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// An http(s) URL, or `None` when the variable is unset.
+pub fn http_url(name: &str) -> Result<Option<Url>, ConfigError> {
+    let Some(url) = parse::<Url>(name)? else {
+        return Ok(None);
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            name,
+            url.as_str(),
+            "not an http(s) URL",
+        ));
     }
+    Ok(Some(url))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn redacts_password() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
+    // Each test uses variable names no other test uses, so setting them
+    // cannot race.
 
     #[test]
     fn malformed_value_names_the_variable() {
-        // A name no other test uses, so setting it cannot race.
         unsafe { std::env::set_var("COMMON_TEST_BAD_NUMBER", "ten") };
         let err = parse_or("COMMON_TEST_BAD_NUMBER", 10u32).unwrap_err();
-        assert!(err.to_string().contains("COMMON_TEST_BAD_NUMBER"));
+        assert_eq!(
+            err.to_string(),
+            "COMMON_TEST_BAD_NUMBER=\"ten\": invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_http() {
+        unsafe { std::env::set_var("COMMON_TEST_FTP_URL", "ftp://host/") };
+        let err = http_url("COMMON_TEST_FTP_URL").unwrap_err();
+        assert!(err.to_string().contains("not an http(s) URL"), "{err}");
+        assert_eq!(
+            http_url_or("COMMON_TEST_UNSET_URL", "http://127.0.0.1:3001")
+                .unwrap()
+                .port(),
+            Some(3001)
+        );
+    }
+
+    #[test]
+    fn a_place_inside_a_value_is_named() {
+        let err = ConfigError::at("SCENARIO_CONFIG (x.yaml)", "handlers.A", "bad");
+        assert_eq!(err.to_string(), "SCENARIO_CONFIG (x.yaml): handlers.A: bad");
+        let err = ConfigError::at("SCENARIO_CONFIG", "", "not set");
+        assert_eq!(err.to_string(), "SCENARIO_CONFIG: not set");
     }
 }

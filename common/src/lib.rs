@@ -1,22 +1,22 @@
-//! What every service of the dispatcher platform shares.
+//! What two or more of the platform's crates share.
 //!
-//! The three services (public-web, dispatcher, ping-listener) speak the same
-//! event envelope, read configuration the same way, answer errors with the
-//! same JSON shape and talk to RabbitMQ through the same supervised
-//! connection. Keeping those pieces here means each service crate is only its
-//! own routes and handlers.
+//! - [`wire`]: the contract every service speaks (envelope, errors,
+//!   headers, queues, the callback signature);
+//! - [`config`]: reading environment variables into final types;
+//! - [`http`]: serving and calling HTTP the same way everywhere;
+//! - [`amqp`]: RabbitMQ in layers, up to the consumer runtime;
+//! - [`listener`]: a listener is its configuration plus one handler;
+//! - [`telemetry`], [`metrics`]: traces, logs and metrics;
+//! - [`shutdown`], [`allocator`]: what each binary's `main` uses.
 
-mod allocator;
+pub mod allocator;
 pub mod amqp;
-pub mod callback_auth;
 pub mod config;
-pub mod event;
 pub mod http;
 pub mod listener;
 pub mod metrics;
-pub mod ping;
-pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
-pub use event::{Event, EventInput, HandlerError};
+pub use wire::{Event, HandlerError};

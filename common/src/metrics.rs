@@ -1,8 +1,10 @@
-//! Prometheus metrics: one recorder per process, rendered by `GET /metrics`.
+//! Prometheus metrics: one recorder per process, rendered by `GET /metrics`,
+//! and the metrics every service shares (HTTP, AMQP, telemetry export).
 //!
-//! Code records through the `metrics` facade; the names live here, as
-//! functions, so each metric is spelled once and the dashboard's list of
-//! names (grafana/) can be checked against what the services export.
+//! Code records through the `metrics` facade; each name is spelled once,
+//! in a function here or in the service that owns the metric, so the
+//! dashboards' names (grafana/) can be checked against what the services
+//! export. A service's own metrics live in the service.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{LazyLock, OnceLock, RwLock};
@@ -44,30 +46,9 @@ pub fn render() -> String {
     handle().render()
 }
 
-/// Dead-lettering reasons, the `reason` label of
-/// `amqp_messages_dead_lettered_total`.
-pub const DEAD_LETTER_REASONS: &[&str] = &[
-    "malformed",
-    "no_reply_to",
-    "reply_failed",
-    "no_callback_url",
-    "callback_failed",
-    "handler_panicked",
-];
-
-/// Callback failure reasons, the `reason` label of
-/// `dispatcher_callback_failures_total`.
-pub const CALLBACK_FAILURE_REASONS: &[&str] = &[
-    "unknown_id",
-    "timeout",
-    "unreachable",
-    "server_error",
-    "refused",
-];
-
 /// Creates a consumer's counters at zero, so dashboards and `rate()` see
 /// the series before the first event rather than a gap.
-pub fn init_consumer(queue: &str) {
+pub fn init_consumer(queue: &str, dead_letter_reasons: impl Iterator<Item = &'static str>) {
     for name in [
         "amqp_messages_consumed_total",
         "amqp_messages_acked_total",
@@ -76,35 +57,21 @@ pub fn init_consumer(queue: &str) {
     ] {
         metrics::counter!(name, "queue" => queue.to_owned()).increment(0);
     }
-    for reason in DEAD_LETTER_REASONS {
+    for reason in dead_letter_reasons {
         metrics::counter!(
             "amqp_messages_dead_lettered_total",
             "queue" => queue.to_owned(),
-            "reason" => *reason,
+            "reason" => reason,
         )
         .increment(0);
-    }
-}
-
-/// Creates public-web's own counters at zero.
-pub fn init_public_web() {
-    metrics::counter!("public_web_request_timeouts_total").increment(0);
-    pending_requests_gauge().set(0.0);
-}
-
-/// Creates the dispatcher's own counters at zero.
-pub fn init_dispatcher() {
-    for reason in CALLBACK_FAILURE_REASONS {
-        metrics::counter!("dispatcher_callback_failures_total", "reason" => *reason).increment(0);
     }
 }
 
 /// Handles of one labelled metric, one per label set, made on first use.
 ///
 /// Taking a handle through the `metrics` macros builds its key (allocating
-/// every label) and looks it up in the recorder: ~2.9 k instructions for
-/// the request histogram and ~1.3 k for a queue counter (callgrind), on
-/// every request and message. A cached handle's update is an atomic add.
+/// every label) and looks it up in the recorder, on every request and
+/// message; a cached handle's update is an atomic add.
 struct Handles<K, H> {
     by_labels: RwLock<HashMap<K, H>>,
 }
@@ -236,20 +203,6 @@ pub fn init_telemetry_export(signal: &'static str) {
 
 pub fn telemetry_export_failed(signal: &'static str) {
     metrics::counter!("telemetry_export_failures_total", "signal" => signal).increment(1);
-}
-
-/// The gauge of parked requests; keep the handle, updating it is an
-/// atomic add.
-pub fn pending_requests_gauge() -> metrics::Gauge {
-    metrics::gauge!("public_web_pending_requests")
-}
-
-pub fn request_timed_out() {
-    metrics::counter!("public_web_request_timeouts_total").increment(1);
-}
-
-pub fn callback_failed(reason: &'static str) {
-    metrics::counter!("dispatcher_callback_failures_total", "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! sent it, and the dispatcher reads that URL twice: when it accepts the
 //! request (a bad one is refused there, not dead-lettered later) and when
 //! it calls the response back. Parsing with the `url` crate (IDNA host
-//! processing included) cost ~6 k instructions each time, ~7 % of the
-//! dispatcher's work per request, while a deployment has only as many
+//! processing included) is a noticeable share of the dispatcher's work
+//! per request (BENCHMARKS.md), while a deployment has only as many
 //! distinct URLs as it has public-web instances. So parsed URLs are kept,
 //! up to a bound, and a URL seen before costs a lookup and a clone.
 

@@ -1,15 +1,22 @@
 //! dispatcher: a stateless router between HTTP and RabbitMQ.
 //!
-//! Events come in over HTTP and go out to the queue their type is routed to
-//! (configuration, not code). Listeners' responses come back on one
-//! response queue and go out as HTTP callbacks to the `/dispatch` URL each
-//! message carries, so any number of dispatchers can run side by side.
+//! Events come in over HTTP (`routes`) and go out to the queue their type
+//! is routed to (`routing`: configuration, not code) through the
+//! `publisher`. Listeners' responses come back on one response queue and go
+//! out as HTTP callbacks to the `/dispatch` URL each message carries
+//! (`callback`), so any number of dispatchers can run side by side.
+//! `startup` builds it all from `config`.
 
-pub mod broker;
+pub mod callback;
 pub mod callback_urls;
-pub mod configuration;
+pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod publisher;
 pub mod routes;
+pub mod routing;
 pub mod startup;
+pub mod state;
 
 pub const SERVICE_NAME: &str = "dispatcher";
+pub use config::DEFAULT_PORT;

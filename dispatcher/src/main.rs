@@ -1,5 +1,8 @@
-use dispatcher::configuration::Config;
+use dispatcher::config::Config;
 use dispatcher::startup::Application;
+
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! Building the dispatcher: state, router, the bound listener and the AMQP
-//! session that runs beside the HTTP server.
+//! Building the dispatcher: the bound listener, the state, the router, and
+//! the AMQP session that runs beside the HTTP server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,49 +7,51 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use common::amqp::Readiness;
+use common::amqp::{self, ConsumerConfig, Readiness};
 use common::http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, PublisherSlot};
+use crate::callback::Callbacks;
 use crate::callback_urls::CallbackUrls;
-use crate::configuration::Config;
+use crate::config::Config;
+use crate::publisher::Publisher;
 use crate::routes;
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub publisher: PublisherSlot,
-    /// `MESSAGE_TTL_MS` as the AMQP `expiration` property wants it.
-    pub message_ttl_ms: Arc<str>,
-    pub callback_urls: Arc<CallbackUrls>,
-}
+use crate::state::AppState;
 
 /// The dispatcher bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    responses: ConsumerConfig,
+    callbacks: Arc<Callbacks>,
     readiness: Readiness,
+    max_body_bytes: usize,
+    request_limit: Duration,
 }
 
 impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         // Before any metric handle is taken: handles taken earlier stay no-ops.
         common::metrics::handle();
-        common::metrics::init_dispatcher();
+        crate::metrics::init();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
-        let state = AppState {
-            message_ttl_ms: config.message_ttl.as_millis().to_string().into(),
-            config: Arc::new(config),
-            publisher: PublisherSlot::default(),
-            callback_urls: Arc::new(CallbackUrls::new(CallbackUrls::DEFAULT_CAPACITY)),
-        };
+        let publisher = Arc::new(Publisher::new(&config));
+        let callback_urls = Arc::new(CallbackUrls::new(CallbackUrls::DEFAULT_CAPACITY));
+        let callbacks = Callbacks::new(&config.callbacks, callback_urls.clone(), publisher.clone())
+            .map_err(std::io::Error::other)?;
         Ok(Self {
             listener,
-            state,
+            state: AppState {
+                routes: Arc::new(config.routes),
+                publisher,
+                callback_urls,
+            },
+            responses: config.responses,
+            callbacks: Arc::new(callbacks),
             readiness: Readiness::default(),
+            max_body_bytes: config.max_body_bytes,
+            request_limit: config.publish_timeout + Duration::from_secs(5),
         })
     }
 
@@ -62,38 +64,24 @@ impl Application {
     /// Serves HTTP and runs the AMQP session until `shutdown`; then drains
     /// both and closes the broker connection.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let callbacks = http::service_client(self.state.config.callback_timeout)
-            .map_err(std::io::Error::other)?;
-        let amqp = tokio::spawn(broker::run(
-            self.state.config.clone(),
-            self.state.publisher.clone(),
-            self.readiness.clone(),
-            callbacks,
-            self.state.callback_urls.clone(),
-            shutdown.clone(),
-        ));
-        tracing::info!(addr = %self.local_addr(), "dispatcher listening");
-        let app = router(self.state, self.readiness);
+        let amqp = tokio::spawn({
+            let (responses, callbacks) = (self.responses, self.callbacks);
+            let (readiness, shutdown) = (self.readiness.clone(), shutdown.clone());
+            async move { amqp::consume::run(&responses, callbacks, &readiness, &shutdown).await }
+        });
+        tracing::info!(addr = %self.listener.local_addr()?, "dispatcher listening");
+        let readiness = self.readiness;
+        let ready = http::readiness(move || {
+            let ready = readiness.check("connected to RabbitMQ");
+            async move { ready }
+        });
+        let app = Router::new()
+            .route("/", post(routes::accept))
+            .merge(http::operational_routes(ready))
+            .with_state(self.state);
+        let app = http::with_standard_layers(app, self.max_body_bytes, self.request_limit);
         let served = http::serve(self.listener, app, shutdown).await;
         amqp.await.map_err(std::io::Error::other)?;
         served
     }
-}
-
-pub fn router(state: AppState, readiness: Readiness) -> Router {
-    let max_body = state.config.max_body_bytes;
-    let request_limit = state.config.publish_timeout + Duration::from_secs(5);
-    let ready = http::readiness(move || {
-        let ready = readiness.is_ready();
-        async move {
-            ready
-                .then_some(())
-                .ok_or_else(|| "not connected to RabbitMQ".to_owned())
-        }
-    });
-    let app = Router::new()
-        .route("/", post(routes::accept))
-        .merge(http::operational_routes(ready))
-        .with_state(state);
-    http::with_standard_layers(app, max_body, request_limit)
 }

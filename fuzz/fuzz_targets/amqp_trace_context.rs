@@ -6,6 +6,7 @@
 use std::sync::Once;
 
 use amq_protocol_types::parsing::parse_field_table;
+use common::amqp::message;
 use lapin::types::FieldTable;
 use libfuzzer_sys::fuzz_target;
 use opentelemetry::trace::TraceContextExt;
@@ -21,18 +22,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok((_, headers)) = parse_field_table(data) else {
         return;
     };
-    let context = common::propagation::extract_amqp(Some(&headers));
+    let properties = lapin::BasicProperties::default().with_headers(headers);
+    let context = message::extract_context(&properties);
     let span_context = context.span().span_context().clone();
-    let _ = common::amqp::header(
-        &lapin::BasicProperties::default().with_headers(headers.clone()),
-        common::amqp::CALLBACK_URL_HEADER,
-    );
+    let _ = message::header(&properties, common::wire::CALLBACK_URL_HEADER);
     if span_context.is_valid() {
         let mut out = FieldTable::default();
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&context, &mut common::propagation::FieldTableInjector(&mut out))
-        });
-        let again = common::propagation::extract_amqp(Some(&out));
+        message::inject_context(&context, &mut out);
+        let again = message::extract_context(&lapin::BasicProperties::default().with_headers(out));
         assert_eq!(again.span().span_context().trace_id(), span_context.trace_id());
         assert_eq!(again.span().span_context().span_id(), span_context.span_id());
     }

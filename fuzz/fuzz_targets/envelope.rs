@@ -2,7 +2,7 @@
 //! serialises and parses back to itself, or are refused with an error.
 #![no_main]
 
-use common::event::{Event, EventInput};
+use common::wire::{Event, EventInput};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

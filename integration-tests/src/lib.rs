@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Event;
+use common::amqp::ConsumerConfig;
 use common::listener::{Handler, Listener, ListenerConfig};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The broker the tests use (`AMQP_URL`, default the local RabbitMQ).
 pub fn amqp_url() -> String {
-    common::config::amqp_url()
+    common::config::string_or("AMQP_URL", common::amqp::connection::DEFAULT_AMQP_URL)
 }
 
 /// Queue names unique to one test; the queues are deleted on drop.
@@ -45,7 +46,7 @@ impl Topology {
     fn queues(&self) -> Vec<String> {
         let mut queues = Vec::new();
         for queue in [&self.request_queue, &self.response_queue] {
-            queues.push(common::amqp::dead_letter_queue(queue));
+            queues.push(common::wire::dead_letter_queue(queue));
             queues.push(queue.clone());
         }
         queues
@@ -80,7 +81,7 @@ impl Topology {
             .await
             .map(|q| q.message_count())
             .unwrap_or(0);
-        common::amqp::close(&connection).await;
+        common::amqp::connection::close(&connection).await;
         depth
     }
 }
@@ -109,7 +110,7 @@ impl Drop for Topology {
                         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                         .await;
                 }
-                common::amqp::close(&connection).await;
+                common::amqp::connection::close(&connection).await;
             });
         })
         .join();
@@ -165,25 +166,43 @@ impl Running {
 }
 
 /// The dispatcher's configuration for `topology`, on a free port.
-pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::configuration::Config {
-    dispatcher::configuration::Config {
+pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::config::Config {
+    dispatcher_config_routing(
+        &format!("PingRequest={}", topology.request_queue),
+        &topology.response_queue,
+        amqp_url,
+    )
+}
+
+/// The dispatcher's configuration with the routing table `routes`.
+pub fn dispatcher_config_routing(
+    routes: &str,
+    response_queue: &str,
+    amqp_url: &str,
+) -> dispatcher::config::Config {
+    let routes: dispatcher::routing::RoutingTable = routes.parse().expect("routes");
+    dispatcher::config::Config {
         port: 0,
-        amqp_url: amqp_url.to_owned(),
-        routes: format!("PingRequest={}", topology.request_queue)
-            .parse()
-            .expect("routes"),
-        response_queue: topology.response_queue.clone(),
-        prefetch: 64,
+        responses: ConsumerConfig {
+            broker: amqp_url.parse().expect("an AMQP URL"),
+            connection_name: "dispatcher-test".to_owned(),
+            queue: response_queue.to_owned(),
+            also_declare: routes.queues().map(str::to_owned).collect(),
+            prefetch: 64,
+        },
+        routes,
         publish_timeout: Duration::from_secs(5),
         message_ttl: Duration::from_secs(10),
-        callback_timeout: Duration::from_secs(5),
-        callback_retries: 3,
+        callbacks: dispatcher::config::CallbackConfig {
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            secret: None,
+        },
         max_body_bytes: 64 * 1024,
-        callback_secret: None,
     }
 }
 
-pub async fn spawn_dispatcher(config: dispatcher::configuration::Config) -> Running {
+pub async fn spawn_dispatcher(config: dispatcher::config::Config) -> Running {
     let app = dispatcher::startup::Application::build(config)
         .await
         .expect("dispatcher binds");
@@ -192,12 +211,20 @@ pub async fn spawn_dispatcher(config: dispatcher::configuration::Config) -> Runn
 
 /// A ping listener's configuration for `topology`, on a free port.
 pub fn listener_config(topology: &Topology, amqp_url: &str) -> ListenerConfig {
+    listener_config_for(&topology.request_queue, amqp_url)
+}
+
+/// A listener's configuration for `queue`, on a free port.
+pub fn listener_config_for(queue: &str, amqp_url: &str) -> ListenerConfig {
     ListenerConfig {
-        service_name: "ping-listener-test".to_owned(),
         port: 0,
-        amqp_url: amqp_url.to_owned(),
-        queue: topology.request_queue.clone(),
-        prefetch: 16,
+        consumer: ConsumerConfig {
+            broker: amqp_url.parse().expect("an AMQP URL"),
+            connection_name: "listener-test".to_owned(),
+            queue: queue.to_owned(),
+            also_declare: Vec::new(),
+            prefetch: 16,
+        },
         publish_timeout: Duration::from_secs(5),
     }
 }
@@ -209,10 +236,10 @@ pub async fn spawn_listener<H: Handler>(config: ListenerConfig, handler: H) -> R
     Running::start(listener.local_addr(), |shutdown| listener.run(shutdown))
 }
 
-pub fn public_web_config(dispatcher_url: &str) -> public_web::configuration::Config {
-    public_web::configuration::Config {
+pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
+    public_web::config::Config {
         port: 0,
-        dispatcher_url: dispatcher_url.to_owned(),
+        dispatcher_url: dispatcher_url.parse().expect("an http URL"),
         callback_url: None,
         request_timeout: Duration::from_secs(10),
         max_pending: 100_000,
@@ -225,7 +252,7 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::configuration::Con
 
 /// public-web and a handle on its parked requests.
 pub async fn spawn_public_web(
-    config: public_web::configuration::Config,
+    config: public_web::config::Config,
 ) -> (Running, public_web::pending::PendingRequests) {
     let app = public_web::startup::Application::build(config)
         .await
@@ -283,7 +310,15 @@ pub async fn wait_ready(base: &str) {
 
 /// A ping request body, stamped now.
 pub fn ping_body() -> Value {
-    json!({"type": "PingRequest", "data": {"sentAt": common::event::now_millis()}})
+    json!({"type": "PingRequest", "data": {"sentAt": now_millis()}})
+}
+
+/// Milliseconds since the Unix epoch, the unit of `sentAt`.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// POSTs `body` as JSON to `url`; returns the status and the JSON body.
@@ -395,22 +430,16 @@ pub fn counting_ping_handler(counter: Arc<std::sync::atomic::AtomicUsize>) -> im
 /// A listener's configuration on `queue` under `service_name`, on a free
 /// port: for listeners other than the ping one.
 pub fn listener_config_on(service_name: &str, queue: &str) -> ListenerConfig {
-    ListenerConfig {
-        service_name: service_name.to_owned(),
-        port: 0,
-        amqp_url: amqp_url(),
-        queue: queue.to_owned(),
-        prefetch: 16,
-        publish_timeout: Duration::from_secs(5),
-    }
+    let mut config = listener_config_for(queue, &amqp_url());
+    config.consumer.connection_name = service_name.to_owned();
+    config
 }
 
 /// A dispatcher routing by `routes` (`Type=queue,...`) with its responses
 /// on `topology`'s response queue, and public-web in front of it; both
 /// ready. Returns (dispatcher, public-web).
 pub async fn spawn_front(topology: &Topology, routes: &str) -> (Running, Running) {
-    let mut config = dispatcher_config(topology, &amqp_url());
-    config.routes = routes.parse().expect("routes");
+    let config = dispatcher_config_routing(routes, &topology.response_queue, &amqp_url());
     let dispatcher = spawn_dispatcher(config).await;
     let (public_web, _pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
     wait_ready(&dispatcher.url()).await;
@@ -432,7 +461,8 @@ pub async fn spawn_prime_listener(queue: &str, max_n: u64) -> Running {
 pub fn scenario(config: &Value, public_web_url: &str) -> scenario_listener::Scenario {
     let config = scenario_listener::ScenarioConfig::from_json(&config.to_string())
         .unwrap_or_else(|error| panic!("the test scenario is valid: {error:?}"));
-    scenario_listener::Scenario::new(config, public_web_url).expect("public-web's URL")
+    let public_web_url = public_web_url.parse().expect("public-web's URL");
+    scenario_listener::Scenario::new(config, &public_web_url).expect("an HTTP client")
 }
 
 /// A scenario-listener on `queue` acting out `config` (JSON); ready.

@@ -189,7 +189,7 @@ impl PrivateBroker {
         let connect = Connection::connect(&url, ConnectionProperties::default());
         match tokio::time::timeout(Duration::from_secs(2), connect).await {
             Ok(Ok(connection)) => {
-                common::amqp::close(&connection).await;
+                common::amqp::connection::close(&connection).await;
                 true
             }
             _ => false,

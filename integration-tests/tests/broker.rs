@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use common::amqp;
+use common::wire::dead_letter_queue;
 use integration_tests::*;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
@@ -56,7 +57,7 @@ async fn poison_requests_are_dead_lettered_once_not_redelivered() {
     let stack = Stack::start(&topology).await;
 
     let connection = connect().await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
     let poisons: [(&[u8], BasicProperties); 3] = [
         (b"not json", BasicProperties::default()),
         (br#"{"id": "p", "data": {}}"#, BasicProperties::default()),
@@ -80,7 +81,7 @@ async fn poison_requests_are_dead_lettered_once_not_redelivered() {
             .await
             .unwrap();
     }
-    let dead = amqp::dead_letter_queue(&topology.request_queue);
+    let dead = dead_letter_queue(&topology.request_queue);
     assert_eq!(Topology::wait_for_depth(&dead, 3).await, 3);
     assert_eq!(Topology::depth(&topology.request_queue).await, 0);
 
@@ -91,7 +92,7 @@ async fn poison_requests_are_dead_lettered_once_not_redelivered() {
     )
     .await;
     assert_eq!(status, 200, "the listener keeps serving");
-    amqp::close(&connection).await;
+    amqp::connection::close(&connection).await;
 }
 
 #[tokio::test]
@@ -99,7 +100,7 @@ async fn poison_responses_are_dead_lettered() {
     let topology = Topology::new();
     let _stack = Stack::start(&topology).await;
     let connection = connect().await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
     for body in [
         &b"{"[..],
         br#"{"id": "r", "type": "PingResponse", "data": {}}"#,
@@ -118,9 +119,9 @@ async fn poison_responses_are_dead_lettered() {
             .await
             .unwrap();
     }
-    let dead = amqp::dead_letter_queue(&topology.response_queue);
+    let dead = dead_letter_queue(&topology.response_queue);
     assert_eq!(Topology::wait_for_depth(&dead, 2).await, 2);
-    amqp::close(&connection).await;
+    amqp::connection::close(&connection).await;
 }
 
 #[tokio::test]
@@ -136,7 +137,7 @@ async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
     wait_ready(&listener.url()).await;
 
     let connection = connect().await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
     channel
         .basic_publish(
             "".into(),
@@ -149,7 +150,7 @@ async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
         .unwrap()
         .await
         .unwrap();
-    let dead = amqp::dead_letter_queue(&topology.request_queue);
+    let dead = dead_letter_queue(&topology.request_queue);
     assert_eq!(Topology::wait_for_depth(&dead, 1).await, 1);
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::SeqCst),
@@ -161,5 +162,5 @@ async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
         .map(|r| (r.status().as_u16(), ()))
         .unwrap();
     assert_eq!(status, 200, "the listener keeps serving");
-    amqp::close(&connection).await;
+    amqp::connection::close(&connection).await;
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use common::callback_auth::{CallbackSecret, SIGNATURE_HEADER};
+use common::wire::{CallbackSecret, SIGNATURE_HEADER};
 use integration_tests::*;
 use serde_json::json;
 
@@ -29,9 +29,9 @@ async fn spawn_guarded_public_web(
     )
 }
 
-fn signed_dispatcher(topology: &Topology, secret: &str) -> dispatcher::configuration::Config {
+fn signed_dispatcher(topology: &Topology, secret: &str) -> dispatcher::config::Config {
     let mut config = dispatcher_config(topology, &amqp_url());
-    config.callback_secret = Some(CallbackSecret::new(secret));
+    config.callbacks.secret = Some(CallbackSecret::new(secret));
     config
 }
 
@@ -120,7 +120,7 @@ async fn a_dispatcher_with_another_secret_never_completes_a_request() {
     let (status, body) = post_json(&reqwest::Client::new(), &public_web.url(), &ping_body()).await;
     assert_eq!(status, 504, "{body}");
     assert!(pending.is_empty());
-    let dead = common::amqp::dead_letter_queue(&topology.response_queue);
+    let dead = common::wire::dead_letter_queue(&topology.response_queue);
     assert_eq!(
         Topology::wait_for_depth(&dead, 1).await,
         1,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::amqp;
+use common::wire::{CALLBACK_URL_HEADER, dead_letter_queue};
 use integration_tests::private_broker::PrivateBroker;
 use integration_tests::processes::{
     ServiceProcess, env, free_port, metric_value, spawn_front_processes, spawn_public_web_process,
@@ -311,7 +312,7 @@ async fn a_listener_killed_while_holding_unacked_requests_has_them_redelivered()
     );
     assert!(pending.is_empty());
     assert_eq!(
-        Topology::depth(&amqp::dead_letter_queue(&topology.request_queue)).await,
+        Topology::depth(&dead_letter_queue(&topology.request_queue)).await,
         0
     );
 }
@@ -505,7 +506,7 @@ async fn responses_for_a_restarted_public_web_are_404_logged_counted_and_acked_o
         "one callback attempt, answered 404"
     );
     assert_eq!(Topology::depth(&topology.response_queue).await, 0);
-    let dead = amqp::dead_letter_queue(&topology.response_queue);
+    let dead = dead_letter_queue(&topology.response_queue);
     assert_eq!(Topology::depth(&dead).await, 0);
     let logs = dispatcher.drain_stdout();
     assert!(
@@ -537,7 +538,7 @@ async fn a_response_delivered_twice_answers_once_and_the_duplicate_is_a_harmless
     .await;
 
     let connection = connect().await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
     // A field the envelope does not know: public-web hands the body on as
     // received, so it reaches the client.
     let response = json!({
@@ -549,8 +550,8 @@ async fn a_response_delivered_twice_answers_once_and_the_duplicate_is_a_harmless
     for _ in 0..2 {
         let mut headers = FieldTable::default();
         let callback = format!("{}/dispatch", public_web.url());
-        amqp::set_header(&mut headers, amqp::CALLBACK_URL_HEADER, &callback);
-        let properties = amqp::event_properties(&id, "PingResponse")
+        amqp::message::set_header(&mut headers, CALLBACK_URL_HEADER, &callback);
+        let properties = amqp::message::event_properties(&id, "PingResponse")
             .with_correlation_id(id.as_str().into())
             .with_headers(headers);
         channel
@@ -607,10 +608,10 @@ async fn a_response_delivered_twice_answers_once_and_the_duplicate_is_a_harmless
         Some(0.0)
     );
     assert_eq!(Topology::depth(&topology.response_queue).await, 0);
-    let dead = amqp::dead_letter_queue(&topology.response_queue);
+    let dead = dead_letter_queue(&topology.response_queue);
     assert_eq!(Topology::depth(&dead).await, 0, "acked, not dead-lettered");
     assert!(is_ready(&reqwest::Client::new(), &public_web.url()).await);
-    amqp::close(&connection).await;
+    amqp::connection::close(&connection).await;
 }
 
 #[tokio::test]

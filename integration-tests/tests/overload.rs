@@ -110,7 +110,7 @@ async fn twice_the_sustainable_load_is_shed_and_memory_returns_to_baseline() {
     .await;
     let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut config = listener_config(&topology, &amqp_url());
-    config.prefetch = PREFETCH;
+    config.consumer.prefetch = PREFETCH;
     let listener = spawn_listener(config, slow_handler(running, most.clone())).await;
     wait_ready(&listener.url()).await;
     let services = [&public_web, &dispatcher];

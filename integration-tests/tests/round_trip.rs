@@ -13,7 +13,7 @@ async fn a_ping_makes_the_round_trip() {
     let stack = Stack::start(&topology).await;
     let client = reqwest::Client::new();
 
-    let sent_at = common::event::now_millis();
+    let sent_at = integration_tests::now_millis();
     let (status, body) = post_json(
         &client,
         &stack.public_web.url(),
@@ -78,7 +78,7 @@ async fn two_listeners_share_the_queue() {
     let mut listeners = Vec::new();
     for count in &counts {
         let mut config = listener_config(&topology, &url);
-        config.prefetch = 1;
+        config.consumer.prefetch = 1;
         let listener = spawn_listener(config, counting_ping_handler(count.clone())).await;
         wait_ready(&listener.url()).await;
         listeners.push(listener);

@@ -149,7 +149,7 @@ fn in_order<'a>(ancestors: &[&'a str], names: &[&str]) -> Vec<&'a str> {
 
 /// The trace id public-web answered with.
 fn trace_id(response: &reqwest::Response) -> String {
-    let id = response.headers()[common::http::TRACE_ID_HEADER]
+    let id = response.headers()[common::wire::TRACE_ID_HEADER]
         .to_str()
         .unwrap()
         .to_owned();

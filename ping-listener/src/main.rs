@@ -1,5 +1,8 @@
 use common::listener::{Listener, ListenerConfig};
 
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = common::telemetry::init(ping_listener::SERVICE_NAME);

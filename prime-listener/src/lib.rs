@@ -47,10 +47,18 @@ impl PrimeConfig {
             workers: config::parse_or("PRIME_WORKERS", cores)?,
         };
         if config.max_n == 0 {
-            return Err(ConfigError::new("PRIME_MAX_N", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "PRIME_MAX_N",
+                "0",
+                "must be at least 1",
+            ));
         }
         if config.workers == 0 {
-            return Err(ConfigError::new("PRIME_WORKERS", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "PRIME_WORKERS",
+                "0",
+                "must be at least 1",
+            ));
         }
         Ok(config)
     }
@@ -164,7 +172,7 @@ fn record_error(span: &Span, error: &HandlerError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::event::ErrorCode;
+    use common::wire::ErrorCode;
     use serde_json::json;
 
     fn handler(max_n: u64) -> PrimeHandler {

@@ -4,6 +4,9 @@
 use common::listener::{Listener, ListenerConfig};
 use prime_listener::{PrimeConfig, PrimeHandler};
 
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = common::telemetry::init(prime_listener::SERVICE_NAME);

@@ -3,8 +3,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use common::event::{ErrorCode, HandlerError};
 use common::http::ApiError;
+use common::wire::{ErrorCode, HandlerError};
 
 use crate::pending::{NotWaiting, ParkError};
 

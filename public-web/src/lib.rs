@@ -4,11 +4,18 @@
 //! map keyed by event id), forwards the event to the dispatcher with its own
 //! callback URL, and answers the client when the dispatcher POSTs the
 //! response to `/dispatch` — or 504 when none comes in time.
+//!
+//! `startup` builds the app from `config`; the handlers (`routes`) share
+//! `state`: the parked requests (`pending`) and the `dispatcher_client`.
 
-pub mod configuration;
+pub mod config;
+pub mod dispatcher_client;
 pub mod error;
+pub mod metrics;
 pub mod pending;
 pub mod routes;
 pub mod startup;
+pub mod state;
 
 pub const SERVICE_NAME: &str = "public-web";
+pub use config::DEFAULT_PORT;

@@ -1,5 +1,8 @@
-use public_web::configuration::Config;
+use public_web::config::Config;
 use public_web::startup::Application;
+
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

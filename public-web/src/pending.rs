@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use axum::body::Bytes;
-use common::event::HandlerError;
+use common::HandlerError;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::oneshot;
@@ -75,7 +75,7 @@ impl PendingRequests {
                 len: AtomicUsize::new(0),
                 max,
                 next_ticket: AtomicU64::new(0),
-                gauge: common::metrics::pending_requests_gauge(),
+                gauge: crate::metrics::pending_requests_gauge(),
             }),
         }
     }

@@ -1,4 +1,6 @@
-//! public-web's handlers.
+//! public-web's handlers: a client's `POST /`, the dispatcher's
+//! `POST /dispatch` callback (behind its signature check) and the local
+//! `POST /ping`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,18 +11,16 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use common::Event;
-use common::callback_auth::SIGNATURE_HEADER;
-use common::event::HandlerError;
-use common::http::{self, ApiError, CALLBACK_URL_HEADER, JsonEvent, JsonResponseEvent};
+use common::http::{ApiError, JsonEvent, JsonResponseEvent};
+use common::wire::{Event, HandlerError, SIGNATURE_HEADER};
 use tokio::time::Instant;
 
 use crate::error::PublicWebError;
 use crate::pending::Parked;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `POST /`: park the request, forward the event to the dispatcher, and
 /// answer with the response event when `/dispatch` delivers it.
@@ -56,7 +56,7 @@ async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, Publi
     let parked = state.pending.park(&event.id)?;
     // The deadline covers the forward too: a slow dispatcher must not
     // stretch a request past REQUEST_TIMEOUT_MS.
-    match tokio::time::timeout_at(deadline, forward(&state, event)).await {
+    match tokio::time::timeout_at(deadline, state.dispatcher.forward(&event)).await {
         Ok(forwarded) => forwarded?,
         Err(_) => return Err(timed_out(&parked, timeout)),
     }
@@ -87,45 +87,9 @@ impl Waiting {
 }
 
 fn timed_out(parked: &Parked, timeout: Duration) -> PublicWebError {
-    common::metrics::request_timed_out();
+    crate::metrics::request_timed_out();
     tracing::warn!(event_id = %parked.id(), "no response in time");
     PublicWebError::Timeout(timeout.as_millis())
-}
-
-/// Hands the event to the dispatcher, with this instance's callback URL.
-async fn forward(state: &AppState, event: Event) -> Result<(), PublicWebError> {
-    let span = http::client_span("POST", &state.dispatcher_url);
-    let request = state
-        .http
-        .post(state.dispatcher_url.clone())
-        .headers(http::client_headers(&span))
-        .header(CALLBACK_URL_HEADER, state.callback_url.clone())
-        .json(&event);
-    let sent = span.scope(request.send()).await;
-    http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
-    let response = sent.map_err(PublicWebError::DispatcherUnreachable)?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    // Passed on with the refusal: a client told to retry (503 while the
-    // broker is away) must be told when.
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok()?.parse().ok());
-    let body = response.bytes().await.unwrap_or_default();
-    let mut refusal = ApiError::from_body(status, &body).unwrap_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "dispatcher_error",
-            format!("the dispatcher answered {status}"),
-        )
-    });
-    if let Some(seconds) = retry_after {
-        refusal = refusal.with_retry_after(seconds);
-    }
-    Err(PublicWebError::DispatcherRefused(refusal))
 }
 
 /// Lets a `/dispatch` callback through only if it carries the body's
@@ -182,7 +146,7 @@ pub async fn dispatch(
 
 /// `POST /ping`: answered here, without the dispatcher.
 pub async fn ping(JsonEvent(request): JsonEvent) -> Result<Json<Event>, PublicWebError> {
-    common::ping::answer(&request)
+    ping_listener::answer(&request)
         .map(Json)
         .map_err(PublicWebError::Listener)
 }

@@ -1,34 +1,22 @@
-//! Building public-web: state, router, and the bound listener.
+//! Building public-web: the bound listeners, the state, the routers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderValue;
 use axum::routing::{post, post_service};
 use common::http;
+use reqwest::Url;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::service_fn;
 
-use crate::configuration::Config;
+use crate::config::Config;
+use crate::dispatcher_client::DispatcherClient;
 use crate::pending::PendingRequests;
 use crate::routes;
-
-/// Shared by every handler, behind one `Arc`: a request takes a pointer,
-/// not a copy of the URLs.
-pub struct AppState {
-    pub config: Config,
-    pub pending: PendingRequests,
-    /// One client for every call to the dispatcher: its pool keeps the
-    /// connections alive between requests.
-    pub http: reqwest::Client,
-    /// The dispatcher's `POST /` endpoint.
-    pub dispatcher_url: reqwest::Url,
-    /// This instance's `/dispatch` URL, ready to send as a header.
-    pub callback_url: HeaderValue,
-}
+use crate::state::AppState;
 
 /// public-web bound to its port(s), ready to run.
 pub struct Application {
@@ -42,28 +30,25 @@ impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         // Before any metric handle is taken: handles taken earlier stay no-ops.
         common::metrics::handle();
-        common::metrics::init_public_web();
+        crate::metrics::init();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let internal = match config.dispatch_port {
             Some(port) => Some(TcpListener::bind(("0.0.0.0", port)).await?),
             None => None,
         };
         let port = internal.as_ref().unwrap_or(&listener).local_addr()?.port();
-        let callback_url = config
-            .callback_url
-            .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{port}/dispatch"));
-        let http =
-            http::service_client(config.dispatcher_timeout).map_err(std::io::Error::other)?;
-        let dispatcher_url = reqwest::Url::parse(&config.dispatcher_url)
-            .map_err(|e| invalid_config("DISPATCHER_URL", e))?;
-        let callback_url =
-            HeaderValue::try_from(callback_url).map_err(|e| invalid_config("CALLBACK_URL", e))?;
+        let callback_url = config.callback_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://127.0.0.1:{port}/dispatch")).expect("a loopback URL parses")
+        });
+        let dispatcher = DispatcherClient::new(
+            &config.dispatcher_url,
+            &callback_url,
+            config.dispatcher_timeout,
+        )
+        .map_err(std::io::Error::other)?;
         let state = Arc::new(AppState {
             pending: PendingRequests::new(config.max_pending),
-            http,
-            dispatcher_url,
-            callback_url,
+            dispatcher,
             config,
         });
         Ok(Self {
@@ -96,7 +81,7 @@ impl Application {
         tracing::info!(
             addr = %self.local_addr(),
             dispatch_addr = %self.dispatch_addr(),
-            callback_url = ?self.state.callback_url,
+            callback_url = ?self.state.dispatcher.callback_url(),
             signed_callbacks = self.state.config.callback_secret.is_some(),
             "public-web listening"
         );
@@ -141,7 +126,10 @@ fn dispatch_routes(state: Arc<AppState>) -> Router {
 fn public_routes(state: Arc<AppState>) -> Router {
     let readiness = http::readiness({
         let state = state.clone();
-        move || dispatcher_ready(state.clone())
+        move || {
+            let state = state.clone();
+            async move { state.dispatcher.ready().await }
+        }
     });
     Router::new()
         .route(
@@ -154,30 +142,4 @@ fn public_routes(state: Arc<AppState>) -> Router {
         .route("/ping", post(routes::ping))
         .merge(http::operational_routes(readiness))
         .with_state(state)
-}
-
-/// Ready when the dispatcher says it is ready.
-async fn dispatcher_ready(state: Arc<AppState>) -> Result<(), String> {
-    let url = state
-        .dispatcher_url
-        .join("readyz")
-        .map_err(|e| e.to_string())?;
-    match state
-        .http
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    {
-        Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("dispatcher not ready ({})", response.status())),
-        Err(error) => Err(format!("dispatcher unreachable: {error}")),
-    }
-}
-
-fn invalid_config(name: &str, error: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("{name} is invalid: {error}"),
-    )
 }

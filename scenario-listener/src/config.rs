@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use common::config::ConfigError;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -137,13 +138,12 @@ impl ScenarioConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         match common::config::var(ENV_VAR) {
             Some(value) => Self::load(&value),
-            None => Err(ConfigError {
-                origin: ENV_VAR.to_owned(),
-                path: String::new(),
-                message: "not set: give a scenario as JSON, or the path of a JSON or YAML \
-                          file (see examples/)"
-                    .to_owned(),
-            }),
+            None => Err(ConfigError::at(
+                ENV_VAR,
+                "",
+                "not set: give a scenario as JSON, or the path of a JSON or YAML \
+                 file (see examples/)",
+            )),
         }
     }
 
@@ -155,10 +155,8 @@ impl ScenarioConfig {
             return Self::from_json(value).map_err(|e| e.from(ENV_VAR.to_owned()));
         }
         let origin = format!("{ENV_VAR} ({value})");
-        let text = std::fs::read_to_string(value).map_err(|error| ConfigError {
-            origin: origin.clone(),
-            path: String::new(),
-            message: format!("cannot read the file: {error}"),
+        let text = std::fs::read_to_string(value).map_err(|error| {
+            ConfigError::at(&origin, "", format_args!("cannot read the file: {error}"))
         })?;
         let is_json = Path::new(value)
             .extension()
@@ -270,30 +268,7 @@ impl PathError {
     }
 
     fn from(self, origin: String) -> ConfigError {
-        ConfigError {
-            origin,
-            path: self.path,
-            message: self.message,
-        }
-    }
-}
-
-/// Why the listener refuses to start: `SCENARIO_CONFIG (file): path: reason`.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    /// The variable, and the file when it names one.
-    pub origin: String,
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.origin, self.path, self.message)
-        }
+        ConfigError::at(origin, self.path, self.message)
     }
 }
 
@@ -310,12 +285,12 @@ fn default_call_timeout_ms() -> u64 {
 fn event_type_problem(name: &str) -> Option<String> {
     if name.trim().is_empty() {
         Some("an event type must not be empty".to_owned())
-    } else if name.len() > common::event::MAX_NAME_LEN {
+    } else if name.len() > common::wire::MAX_NAME_LEN {
         Some(format!(
             "an event type is at most {} bytes",
-            common::event::MAX_NAME_LEN
+            common::wire::MAX_NAME_LEN
         ))
-    } else if name == common::event::ERROR_EVENT_TYPE {
+    } else if name == common::wire::ERROR_EVENT_TYPE {
         Some(format!("{name:?} is reserved for failures"))
     } else {
         None

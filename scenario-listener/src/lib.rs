@@ -22,6 +22,6 @@ pub const DEFAULT_PUBLIC_WEB_URL: &str = "http://127.0.0.1:3000";
 
 /// Where calls are sent (`PUBLIC_WEB_URL`): public-web answers them
 /// synchronously, through the dispatcher like any request.
-pub fn public_web_url() -> String {
-    common::config::string_or("PUBLIC_WEB_URL", DEFAULT_PUBLIC_WEB_URL)
+pub fn public_web_url() -> Result<reqwest::Url, common::config::ConfigError> {
+    common::config::http_url_or("PUBLIC_WEB_URL", DEFAULT_PUBLIC_WEB_URL)
 }

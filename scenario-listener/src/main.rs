@@ -5,6 +5,9 @@
 use common::listener::{Listener, ListenerConfig};
 use scenario_listener::{Scenario, ScenarioConfig};
 
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = common::telemetry::init(scenario_listener::SERVICE_NAME);
@@ -14,10 +17,10 @@ async fn main() -> anyhow::Result<()> {
         scenario_listener::DEFAULT_QUEUE,
         scenario_listener::DEFAULT_PORT,
     )?;
-    let public_web = scenario_listener::public_web_url();
+    let public_web = scenario_listener::public_web_url()?;
     let scenario = Scenario::new(scenario, &public_web)?;
     let handles: Vec<&str> = scenario.event_types().collect();
-    tracing::info!(?handles, %public_web, queue = %config.queue, "scenario loaded");
+    tracing::info!(?handles, %public_web, queue = %config.consumer.queue, "scenario loaded");
     let listener = Listener::bind(config, scenario).await?;
     tracing::info!(addr = %listener.local_addr(), "health endpoint listening");
     let ran = listener.run(common::shutdown::on_signal()).await;

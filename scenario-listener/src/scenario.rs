@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::config::ConfigError;
 use common::http::ApiError;
 use common::listener::Handler;
 use common::{Event, HandlerError};
@@ -88,20 +87,16 @@ enum Failure {
 }
 
 impl Scenario {
-    /// `public_web_url` is where calls go (public-web's base URL,
+    /// `public_web` is where calls go (public-web's base URL,
     /// `PUBLIC_WEB_URL`).
-    pub fn new(config: ScenarioConfig, public_web_url: &str) -> Result<Self, ConfigError> {
-        let submit_url = reqwest::Url::parse(public_web_url)
-            .and_then(|base| base.join("/"))
-            .map_err(|error| ConfigError::new("PUBLIC_WEB_URL", public_web_url, error))?;
+    pub fn new(config: ScenarioConfig, public_web: &reqwest::Url) -> reqwest::Result<Self> {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 // Each call step has its own timeout; this only bounds a
                 // call whose step forgot to.
-                http: common::http::service_client(std::time::Duration::from_secs(60))
-                    .map_err(|error| ConfigError::new("PUBLIC_WEB_URL", public_web_url, error))?,
-                submit_url,
+                http: common::http::service_client(std::time::Duration::from_secs(60))?,
+                submit_url: public_web.join("/").expect("an http(s) URL joins a path"),
             }),
         })
     }
@@ -160,7 +155,7 @@ impl Scenario {
             common::telemetry::record_error(&span, error);
             // Step failures were logged where they happened; a refused
             // request has no step to carry it.
-            if error.code == common::event::ErrorCode::InvalidInput {
+            if error.code == common::wire::ErrorCode::InvalidInput {
                 span.in_scope(|| tracing::error!(error = %error, "request refused"));
             }
         }
@@ -431,12 +426,12 @@ fn to_value(reports: &[StepReport]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::event::ErrorCode;
+    use common::wire::ErrorCode;
 
     /// A scenario whose calls go nowhere: fine for steps without calls.
     fn scenario(json: &str) -> Scenario {
         let config = ScenarioConfig::from_json(json).unwrap_or_else(|e| panic!("{e:?}"));
-        Scenario::new(config, "http://127.0.0.1:9").unwrap()
+        Scenario::new(config, &"http://127.0.0.1:9".parse().unwrap()).unwrap()
     }
 
     fn request(kind: &str, data: Value) -> Event {

@@ -19,7 +19,7 @@
 //! `auto::Builder` instead, as `axum::serve` does; `--boxed` boxes the
 //! service future, as axum's router does. The runtime and the allocator
 //! are public-web's: `#[tokio::main]` (one worker per core) and mimalloc
-//! as `common` installs it. Prints its bound address on stdout.
+//! as `common::allocator` tunes it. Prints its bound address on stdout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,15 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-// Links `common`, whose `#[global_allocator]` is public-web's mimalloc.
-use common as _;
-
 use clap::Parser;
 use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
+
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
 
 /// Park every `POST /` forever; report the count on `GET /metrics`.
 #[derive(Debug, Parser)]

@@ -10,6 +10,10 @@
 use clap::Parser;
 use public_web::pending::PendingRequests;
 
+/// public-web's allocator, so the map costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "pending-map-rss")]
 struct Cli {

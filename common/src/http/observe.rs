@@ -17,14 +17,15 @@ use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use opentelemetry_http::HeaderExtractor;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::TRACE_ID_HEADER;
-use crate::propagation;
 use crate::telemetry::HopSpan;
 use crate::telemetry::hop::InHop;
+use crate::telemetry::propagation;
+use crate::wire::TRACE_ID_HEADER;
 
 /// Observes each request of the service it wraps (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,7 +118,7 @@ impl Observation {
         let span = HopSpan::start(
             || format!("{method_name} {route_name}").into(),
             SpanKind::Server,
-            || propagation::extract_http(request.headers()),
+            || propagation::extract(&HeaderExtractor(request.headers())),
             || {
                 vec![
                     KeyValue::new("http.request.method", method_name),

@@ -6,8 +6,8 @@
 //! spans bridged by `tracing-opentelemetry`: that bridge keeps a registry
 //! slot, an extension map and a builder per span, formats every field into
 //! a string attribute and runs three layers' bookkeeping at each poll of an
-//! instrumented future, which made tracing cost a third of the
-//! throughput (BENCHMARKS.md). A hop span is started once, with its
+//! instrumented future, several times what a hop needs (BENCHMARKS.md
+//! has the measurements). A hop span is started once, with its
 //! attributes, and its context is made current only while its future is
 //! polled.
 //!

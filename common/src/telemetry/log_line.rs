@@ -2,8 +2,9 @@
 //!
 //! The stdout layer sees events only, never spans: formatting every span's
 //! fields when the span opens (what a fmt layer does for the spans it sees)
-//! was 4–5 % of each service's CPU with tracing on, for fields that nearly
-//! no line ever showed (BENCHMARKS.md). A line written inside a traced
+//! is a measurable share of each service's CPU with tracing on
+//! (BENCHMARKS.md), for fields that nearly no line ever shows. A line
+//! written inside a traced
 //! request still carries the request's trace id, read when, and only when,
 //! a line is written, from the open `tracing` span if there is one, else
 //! from the hop being polled (`hop::current_context`). The current one, not an
@@ -12,8 +13,8 @@
 //!
 //! Log records exported over OTLP get theirs the same way
 //! ([`InSpanContext`]): `tracing` spans do not make their OpenTelemetry
-//! context current when entered (that was work at every poll of every
-//! instrumented future).
+//! context current when entered (that would be work at every poll of
+//! every instrumented future).
 
 use std::fmt::{self, Write as _};
 

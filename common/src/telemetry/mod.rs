@@ -19,6 +19,7 @@ mod export;
 mod file;
 pub mod hop;
 mod log_line;
+pub mod propagation;
 
 use std::io::IsTerminal;
 

@@ -2,16 +2,13 @@
 //!
 //! public-web and the dispatcher share `CALLBACK_SECRET`. The dispatcher
 //! sends `x-callback-signature: sha256=<hex HMAC-SHA256 of the body>`;
-//! public-web recomputes it and compares in constant time. Without it, anyone
-//! who can reach `/dispatch` could answer other clients' requests.
+//! public-web recomputes it and compares in constant time. Without it,
+//! anyone who can reach `/dispatch` could answer other clients' requests.
 
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-
-/// The header carrying the body's signature.
-pub const SIGNATURE_HEADER: &str = "x-callback-signature";
 
 const SCHEME: &str = "sha256=";
 

@@ -1,19 +1,23 @@
-//! public-web's configuration, read from the environment.
+//! public-web's configuration, read from the environment once, at start.
 
 use std::time::Duration;
 
-use common::callback_auth::CallbackSecret;
 use common::config::{self, ConfigError};
+use common::wire::CallbackSecret;
+use reqwest::Url;
+
+/// The public port unless `PORT` says otherwise.
+pub const DEFAULT_PORT: u16 = 3000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The public port (`PORT`, default 3000); 0 picks a free one.
+    /// The public port (`PORT`); 0 picks a free one.
     pub port: u16,
     /// Where events are forwarded (`DISPATCHER_URL`).
-    pub dispatcher_url: String,
+    pub dispatcher_url: Url,
     /// This instance's `/dispatch` URL as the dispatcher should call it
     /// (`CALLBACK_URL`); derived from the bound port when unset.
-    pub callback_url: Option<String>,
+    pub callback_url: Option<Url>,
     /// How long a parked request waits for its response
     /// (`REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
@@ -35,17 +39,15 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            port: config::parse_or("PORT", 3000)?,
-            dispatcher_url: config::string_or("DISPATCHER_URL", "http://127.0.0.1:3001"),
-            callback_url: config::var("CALLBACK_URL"),
+            port: config::parse_or("PORT", DEFAULT_PORT)?,
+            dispatcher_url: config::http_url_or("DISPATCHER_URL", "http://127.0.0.1:3001")?,
+            callback_url: config::http_url("CALLBACK_URL")?,
             request_timeout: config::millis_or("REQUEST_TIMEOUT_MS", 10_000)?,
             max_pending: config::parse_or("MAX_PENDING", 100_000)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             dispatcher_timeout: config::millis_or("DISPATCHER_TIMEOUT_MS", 5_000)?,
             callback_secret: CallbackSecret::from_env(),
-            dispatch_port: config::var("DISPATCH_PORT")
-                .map(|_| config::parse_or("DISPATCH_PORT", 0))
-                .transpose()?,
+            dispatch_port: config::parse("DISPATCH_PORT")?,
         })
     }
 }

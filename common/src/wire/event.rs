@@ -1,8 +1,8 @@
 //! The event envelope every hop carries: `{"id", "type", "data"}`.
 //!
-//! The wire format is the original Node project's: `id` is a string, `type`
-//! names the event and selects its route, `data` is an object whose shape the
-//! event type defines. Clients may leave `id` out; public-web assigns one.
+//! `id` is a string, `type` names the event and selects its route, `data`
+//! is an object whose shape the event type defines. Clients may leave `id`
+//! out; public-web assigns one.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -112,74 +112,6 @@ impl Event {
     }
 }
 
-/// The type of the response event a listener sends when its handler fails.
-pub const ERROR_EVENT_TYPE: &str = "Error";
-
-/// Why a handler could not answer, carried back to the client in an
-/// [`ERROR_EVENT_TYPE`] event as `{"code", "message"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct HandlerError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-/// The classes of handler failure; public-web maps each to an HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The request's data is not acceptable to the handler (HTTP 422).
-    InvalidInput,
-    /// The handler failed while working on a valid request (HTTP 500).
-    HandlerFailed,
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ErrorCode::InvalidInput => "invalid_input",
-            ErrorCode::HandlerFailed => "handler_failed",
-        })
-    }
-}
-
-impl HandlerError {
-    pub fn invalid_input(message: impl Into<String>) -> Self {
-        Self {
-            code: ErrorCode::InvalidInput,
-            message: message.into(),
-        }
-    }
-
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self {
-            code: ErrorCode::HandlerFailed,
-            message: message.into(),
-        }
-    }
-
-    /// The `Error` response event answering request `id`.
-    pub fn into_event(self, id: String) -> Event {
-        let data = match serde_json::to_value(self) {
-            Ok(Value::Object(data)) => data,
-            _ => Map::new(),
-        };
-        Event {
-            id,
-            kind: ERROR_EVENT_TYPE.to_owned(),
-            data,
-        }
-    }
-
-    /// Reads the error back out of an `Error` event's data.
-    pub fn from_event(event: &Event) -> Option<HandlerError> {
-        if event.kind != ERROR_EVENT_TYPE {
-            return None;
-        }
-        serde_json::from_value(Value::Object(event.data.clone())).ok()
-    }
-}
-
 /// Bytes that are not an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -187,14 +119,6 @@ pub enum ParseError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
-}
-
-/// Milliseconds since the Unix epoch, the unit of `sentAt` and `receivedAt`.
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -235,17 +159,6 @@ mod tests {
             event.validate(),
             Err(EnvelopeError::TooLong { field: "id", .. })
         ));
-    }
-
-    #[test]
-    fn handler_error_round_trips_through_an_error_event() {
-        let error = HandlerError::invalid_input("n must be at least 1");
-        let event = error.clone().into_event("7".into());
-        assert_eq!(
-            serde_json::to_value(&event).unwrap(),
-            json!({"id": "7", "type": "Error", "data": {"code": "invalid_input", "message": "n must be at least 1"}})
-        );
-        assert_eq!(HandlerError::from_event(&event), Some(error));
     }
 
     #[test]

@@ -1,57 +1,7 @@
-//! The dispatcher's configuration, read from the environment.
+//! The routing table: which queue each event type goes to. Configuration
+//! (`ROUTES`), not code, so a new event type needs no dispatcher change.
 
 use std::collections::HashMap;
-use std::time::Duration;
-
-use common::callback_auth::CallbackSecret;
-use common::config::{self, ConfigError};
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The HTTP port (`PORT`, default 3001); 0 picks a free one.
-    pub port: u16,
-    pub amqp_url: String,
-    /// Which queue each event type goes to (`ROUTES`).
-    pub routes: RoutingTable,
-    /// The queue listeners reply to (`RESPONSE_QUEUE`).
-    pub response_queue: String,
-    /// Responses being called back at once (`PREFETCH`).
-    pub prefetch: u16,
-    /// How long a publish may wait for the broker's confirm
-    /// (`PUBLISH_TIMEOUT_MS`).
-    pub publish_timeout: Duration,
-    /// A request left in its queue this long expires into the dead-letter
-    /// queue (`MESSAGE_TTL_MS`): nobody waits for its answer any more.
-    pub message_ttl: Duration,
-    /// How long one callback to public-web may take
-    /// (`CALLBACK_TIMEOUT_MS`).
-    pub callback_timeout: Duration,
-    /// Extra attempts for a callback that failed in transit
-    /// (`CALLBACK_RETRIES`).
-    pub callback_retries: usize,
-    /// The largest request body accepted (`MAX_BODY_BYTES`).
-    pub max_body_bytes: usize,
-    /// Signs every callback's body when set (`CALLBACK_SECRET`).
-    pub callback_secret: Option<CallbackSecret>,
-}
-
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            port: config::parse_or("PORT", 3001)?,
-            amqp_url: config::amqp_url(),
-            routes: config::parse_or("ROUTES", RoutingTable::default())?,
-            response_queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
-            prefetch: config::parse_or("PREFETCH", 64)?,
-            publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
-            message_ttl: config::millis_or("MESSAGE_TTL_MS", 10_000)?,
-            callback_timeout: config::millis_or("CALLBACK_TIMEOUT_MS", 5_000)?,
-            callback_retries: config::parse_or("CALLBACK_RETRIES", 3)?,
-            max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
-            callback_secret: CallbackSecret::from_env(),
-        })
-    }
-}
 
 /// Event type → queue. Written `Type=queue,Other=queue2`; the default
 /// routes `PingRequest` to `ping-request`.
@@ -61,6 +11,13 @@ pub struct RoutingTable(HashMap<String, String>);
 impl RoutingTable {
     pub fn queue_for(&self, event_type: &str) -> Option<&str> {
         self.0.get(event_type).map(String::as_str)
+    }
+
+    /// Every route, as (event type, queue).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(kind, queue)| (kind.as_str(), queue.as_str()))
     }
 
     /// Every queue some event type is routed to.

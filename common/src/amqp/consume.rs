@@ -1,0 +1,258 @@
+//! The consumer runtime: one queue consumed with manual acks, each
+//! delivery handled in its own task inside its CONSUMER span, then
+//! settled (acked, requeued or dead-lettered) the way its [`Consumer`]
+//! says. The listeners and the dispatcher's response consumer run on it.
+//!
+//! A session is one connection: a consumer channel with the prefetch,
+//! the queues declared, a confirm channel to publish on, and the consumer
+//! itself, until shutdown or a failure; [`run`] starts sessions under the
+//! supervisor until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::{self, BrokerUrl, Readiness};
+use super::{message, publish, topology};
+use crate::telemetry::{self, HopSpan};
+
+/// Why a consumer dead-letters a delivery: the `reason` label of
+/// `amqp_messages_dead_lettered_total`. Each consumer names its own.
+pub trait DeadLetterReason: Copy + Send + Sync + 'static {
+    /// Every reason, so each one's counter exists from the start.
+    const ALL: &'static [Self];
+
+    fn label(self) -> &'static str;
+}
+
+/// What becomes of a delivery once it is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle<R> {
+    /// Done with: the broker forgets it.
+    Ack,
+    /// Back to the queue for another try.
+    Requeue,
+    /// Rejected without requeue: the queue's dead-letter exchange takes it.
+    DeadLetter(R),
+}
+
+/// What a service does with the deliveries of its queue.
+pub trait Consumer: Send + Sync + 'static {
+    type Reason: DeadLetterReason;
+
+    /// Handles one delivery, with its CONSUMER span current; `publisher`
+    /// is the session's confirm channel.
+    fn handle(
+        &self,
+        delivery: &mut Delivery,
+        publisher: &Channel,
+    ) -> impl Future<Output = Settle<Self::Reason>> + Send;
+
+    /// A session is up (queues declared, the confirm channel open), before
+    /// its first delivery.
+    fn session_started(&self, _publisher: &Channel) {}
+
+    /// The session has ended; its channels are closed.
+    fn session_ended(&self) {}
+}
+
+/// Where and what a consumer consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub broker: BrokerUrl,
+    /// Names the connection (seen in RabbitMQ's management) and the
+    /// consumer tags.
+    pub connection_name: String,
+    /// The queue consumed.
+    pub queue: String,
+    /// Other queues this service publishes to, declared at each session
+    /// start so that a publish never finds them missing.
+    pub also_declare: Vec<String>,
+    /// Deliveries held unacked at once, and so handlers running at once.
+    pub prefetch: u16,
+}
+
+/// Runs sessions of `consumer` until `shutdown`; `readiness` is set while
+/// it consumes. On shutdown it stops taking deliveries, settles those in
+/// hand and closes the connection.
+pub async fn run<C: Consumer>(
+    config: &ConsumerConfig,
+    consumer: Arc<C>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) {
+    connection::supervise(
+        &config.broker,
+        &config.connection_name,
+        readiness,
+        shutdown,
+        |connection| session(connection, config, &consumer, readiness, shutdown),
+    )
+    .await;
+}
+
+/// One session: declare, then consume until shutdown or failure.
+async fn session<C: Consumer>(
+    connection: Connection,
+    config: &ConsumerConfig,
+    consumer: &Arc<C>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    for queue in config.also_declare.iter().chain([&config.queue]) {
+        topology::declare_queue(&channel, queue).await?;
+    }
+    let publisher = publish::confirm_channel(&connection).await?;
+    consumer.session_started(&publisher);
+    let consumed = consume(
+        &connection,
+        &channel,
+        config,
+        consumer,
+        &publisher,
+        readiness,
+        shutdown,
+    )
+    .await;
+    consumer.session_ended();
+    consumed?;
+    connection::close(&connection).await;
+    tracing::info!(queue = %config.queue, "consumer stopped");
+    Ok(())
+}
+
+/// Consumes until the connection fails (an error is returned) or
+/// `shutdown` fires: then it cancels the consumer so no more deliveries
+/// come, waits for the tasks in flight to settle theirs, and returns
+/// `Ok(())`. The channel's prefetch bounds the tasks running at once,
+/// since each holds an unacked delivery.
+async fn consume<C: Consumer>(
+    connection: &Connection,
+    channel: &Channel,
+    config: &ConsumerConfig,
+    consumer: &Arc<C>,
+    publisher: &Channel,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> lapin::Result<()> {
+    let queue = config.queue.as_str();
+    let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    crate::metrics::init_consumer(queue, C::Reason::ALL.iter().map(|reason| reason.label()));
+    readiness.set(true);
+    tracing::info!(queue, "consuming");
+
+    let in_flight = TaskTracker::new();
+    let connection_failed = connection::connection_failed(connection);
+    tokio::pin!(connection_failed);
+    loop {
+        tokio::select! {
+            delivery = deliveries.next() => match delivery {
+                Some(Ok(mut delivery)) => {
+                    crate::metrics::amqp_consumed(queue, delivery.redelivered);
+                    let span = consumer_span(queue, &delivery);
+                    let consumer = consumer.clone();
+                    let publisher = publisher.clone();
+                    in_flight.spawn(span.scope(async move {
+                        let settle = consumer.handle(&mut delivery, &publisher).await;
+                        settle_delivery(&delivery, settle).await;
+                    }));
+                }
+                Some(Err(error)) => return Err(error),
+                None => return Err(lapin::Error::from(std::io::Error::other(
+                    "the broker cancelled the consumer",
+                ))),
+            },
+            error = &mut connection_failed => return Err(error),
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    readiness.set(false);
+    if let Err(error) = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await
+    {
+        tracing::debug!(%error, "cancelling the consumer");
+    }
+    in_flight.close();
+    in_flight.wait().await;
+    Ok(())
+}
+
+/// The CONSUMER span a delivery is handled in: a child of the publisher's
+/// span, whose context came in the message headers.
+fn consumer_span(queue: &str, delivery: &Delivery) -> HopSpan {
+    let properties = &delivery.properties;
+    HopSpan::start(
+        || format!("{queue} process").into(),
+        SpanKind::Consumer,
+        || message::extract_context(properties),
+        || {
+            let mut attributes = message::span_attributes(
+                ("process", "deliver"),
+                queue,
+                properties,
+                delivery.data.len(),
+            );
+            attributes.push(KeyValue::new(
+                "messaging.rabbitmq.message.delivery_tag",
+                delivery.delivery_tag as i64,
+            ));
+            attributes
+        },
+    )
+}
+
+/// Acks, requeues or rejects `delivery`, counting it. A dead-lettered
+/// delivery marks its CONSUMER span (being polled) as failed.
+async fn settle_delivery<R: DeadLetterReason>(delivery: &Delivery, settle: Settle<R>) {
+    let queue = delivery.routing_key.as_str();
+    let settled = match settle {
+        Settle::Ack => delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| crate::metrics::amqp_acked(queue)),
+        Settle::Requeue => delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .map(|_| crate::metrics::amqp_nacked(queue)),
+        Settle::DeadLetter(reason) => {
+            let reason = reason.label();
+            telemetry::hop::record_error_in_current_hop(format_args!("dead-lettered: {reason}"));
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .map(|_| crate::metrics::amqp_dead_lettered(queue, reason))
+        }
+    };
+    if let Err(error) = settled {
+        tracing::warn!(%error, "could not settle the delivery; the broker will redeliver it");
+    }
+}

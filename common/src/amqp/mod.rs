@@ -1,0 +1,23 @@
+//! RabbitMQ, in layers, each a module with one job:
+//!
+//! - [`connection`]: the broker's URL, opening a connection, and the
+//!   supervisor that reconnects with backoff after any failure;
+//! - [`topology`]: declaring a queue and its dead-letter queue, with the
+//!   arguments every service agrees on;
+//! - [`message`]: properties, headers and the trace context in them;
+//! - [`publish`]: publishing with publisher confirms, in a PRODUCER span;
+//! - [`consume`]: the consumer runtime the listeners and the dispatcher's
+//!   response consumer share: sessions, a task and a CONSUMER span per
+//!   delivery, and settling (ack, requeue, dead-letter).
+//!
+//! Each builds only on the ones above it.
+
+pub mod connection;
+pub mod consume;
+pub mod message;
+pub mod publish;
+pub mod topology;
+
+pub use connection::{BrokerUrl, Readiness};
+pub use consume::{Consumer, ConsumerConfig, DeadLetterReason, Settle};
+pub use publish::{PublishError, publish_confirmed};

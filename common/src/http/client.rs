@@ -1,0 +1,113 @@
+//! Calling another service: the shared client settings, and the CLIENT
+//! span with the trace context in the request's headers.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use opentelemetry_http::HeaderInjector;
+
+use crate::telemetry::{self, HopSpan, propagation};
+
+/// The HTTP client a service keeps for its calls to another service: one
+/// per service, reused, so its pool keeps connections alive. Every call is
+/// bounded by `timeout`; calls go to our own services, so redirects are
+/// never followed (and the redirect machinery is skipped).
+pub fn service_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// A CLIENT span for an outgoing HTTP call: send the request with the
+/// headers from [`client_headers`], inside the span
+/// (`span.scope(request.send())`), then
+/// [`record_client_outcome`].
+pub fn client_span(method: &'static str, url: &reqwest::Url) -> HopSpan {
+    HopSpan::start(
+        || method.into(),
+        SpanKind::Client,
+        telemetry::hop::current_context,
+        || {
+            vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.full", url.as_str().to_owned()),
+                KeyValue::new(
+                    "server.address",
+                    url.host_str().unwrap_or_default().to_owned(),
+                ),
+                KeyValue::new(
+                    "server.port",
+                    i64::from(url.port_or_known_default().unwrap_or_default()),
+                ),
+            ]
+        },
+    )
+}
+
+/// Headers carrying `span`'s trace context to the callee.
+pub fn client_headers(span: &HopSpan) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if let Some(context) = span.context() {
+        propagation::inject(context, &mut HeaderInjector(&mut headers));
+    }
+    headers
+}
+
+/// Records how an outgoing call ended on its CLIENT span: 4xx and 5xx
+/// answers and transport errors mark it as an error.
+pub fn record_client_outcome(span: &HopSpan, outcome: Result<StatusCode, &reqwest::Error>) {
+    match outcome {
+        Ok(status) => {
+            span.set_attribute(|| {
+                KeyValue::new("http.response.status_code", i64::from(status.as_u16()))
+            });
+            if status.is_client_error() || status.is_server_error() {
+                span.record_error(format_args!("HTTP {}", status.as_u16()));
+            }
+        }
+        Err(error) => {
+            let cause = error_chain(error);
+            span.record_error(&cause);
+            span.in_scope(|| tracing::warn!(error = %cause, "HTTP call failed"));
+        }
+    }
+}
+
+/// `error` followed by its sources: reqwest's own message names only the
+/// URL, the cause (refused, reset, timed out) is in the sources.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_names_every_cause() {
+        let error = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(
+            error_chain(&error),
+            "error sending request: connection refused"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The wire contract: everything a service puts on the wire or reads from
+//! it, in one place. A listener written in another language implements
+//! this page and nothing else.
+//!
+//! # Events
+//!
+//! Every hop carries one JSON envelope, [`Event`]:
+//! `{"id": string, "type": string, "data": object}`. `type` selects the
+//! route (the dispatcher's `ROUTES`), `id` pairs a response with its
+//! request and `data` is the event type's own. Both names are non-empty and
+//! at most [`MAX_NAME_LEN`] bytes (they travel in AMQP short strings).
+//! Unknown fields are allowed and passed on: public-web answers the client
+//! with the response's bytes as the listener wrote them.
+//!
+//! A handler that cannot answer replies with an [`ERROR_EVENT_TYPE`] event
+//! whose `data` is `{"code": "invalid_input" | "handler_failed",
+//! "message": "..."}` ([`HandlerError`]); public-web turns it into a 422 or
+//! a 500 for the client.
+//!
+//! # HTTP
+//!
+//! - public-web → dispatcher: `POST /` with the event and
+//!   [`CALLBACK_URL_HEADER`], the `/dispatch` URL of the public-web instance
+//!   that waits for the answer (http or https).
+//! - dispatcher → public-web: `POST <callback URL>` with the response
+//!   event, signed in [`SIGNATURE_HEADER`] when a secret is shared
+//!   ([`CallbackSecret`]). public-web answers `204`, or `404` when no one
+//!   waits for that id any more.
+//! - Every error answer, from any service, has the body [`ErrorBody`]:
+//!   `{"error": {"code": "...", "message": "..."}}`.
+//! - Every traced answer carries its trace id in [`TRACE_ID_HEADER`].
+//!
+//! # AMQP (RabbitMQ)
+//!
+//! Each request queue is durable and dead-letters through the default
+//! exchange into `<queue>.dead` ([`dead_letter_queue`]): queue arguments
+//! `x-dead-letter-exchange: ""`, `x-dead-letter-routing-key:
+//! <queue>.dead`; the dead-letter queue is durable with `x-max-length:`
+//! [`DEAD_LETTER_MAX_LENGTH`]. Declare both with exactly these arguments
+//! (RabbitMQ refuses a redeclaration that differs).
+//!
+//! A request message, published by the dispatcher to the default exchange
+//! with the queue as routing key, has the event as its body and the
+//! properties `content_type: application/json`, `message_id` (the event
+//! id), `type` (the event type), `reply_to` (the response queue),
+//! `expiration` (no one waits longer) and the header [`CALLBACK_URL_HEADER`].
+//!
+//! A listener consumes with manual acks and a bounded prefetch and, for
+//! each request:
+//! 1. publishes the response event to the default exchange with routing
+//!    key `reply_to`, `correlation_id` = the request's `message_id`,
+//!    `message_id`/`type` of the response, and the request's
+//!    [`CALLBACK_URL_HEADER`] copied onto it, and waits for the broker's
+//!    publisher confirm;
+//! 2. then acks the request. A message that is not an event, or has no
+//!    `reply_to`, is rejected without requeue (it goes to `<queue>.dead`).
+//!
+//! # Trace context
+//!
+//! W3C Trace Context (`traceparent`, `tracestate`) and `baggage` travel as
+//! HTTP headers and as AMQP message headers (long strings) of the same
+//! names. A consumer's span is a child of the context in the message.
+
+mod error;
+mod event;
+mod signature;
+
+pub use error::{ERROR_EVENT_TYPE, ErrorBody, ErrorCode, ErrorDetail, HandlerError};
+pub use event::{EnvelopeError, Event, EventInput, MAX_NAME_LEN, ParseError};
+pub use signature::CallbackSecret;
+
+/// The `/dispatch` URL of the public-web instance waiting for an answer:
+/// an HTTP header from public-web to the dispatcher, then an AMQP header on
+/// the request and on its response.
+pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
+
+/// The HMAC of a callback's body (see [`CallbackSecret`]).
+pub const SIGNATURE_HEADER: &str = "x-callback-signature";
+
+/// The response header that tells the client its request's trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// Dead-letter queues keep at most this many messages (oldest dropped), so
+/// a stream of poison messages cannot fill the broker.
+pub const DEAD_LETTER_MAX_LENGTH: i64 = 10_000;
+
+/// The dead-letter queue of `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead")
+}

@@ -1,0 +1,101 @@
+//! public-web's calls to the dispatcher: forwarding an event with this
+//! instance's callback URL, and asking whether it is ready.
+
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use common::Event;
+use common::http::{self, ApiError};
+use common::wire::CALLBACK_URL_HEADER;
+use reqwest::Url;
+
+use crate::error::PublicWebError;
+
+/// The dispatcher, as this instance calls it.
+pub struct DispatcherClient {
+    /// One client for every call: its pool keeps connections alive.
+    http: reqwest::Client,
+    /// The dispatcher's `POST /`.
+    submit_url: Url,
+    /// The dispatcher's `GET /readyz`.
+    ready_url: Url,
+    /// This instance's `/dispatch` URL, ready to send as a header.
+    callback_url: HeaderValue,
+}
+
+impl DispatcherClient {
+    /// Calls to `dispatcher_url` bounded by `timeout`, naming
+    /// `callback_url` as where answers go.
+    pub fn new(
+        dispatcher_url: &Url,
+        callback_url: &Url,
+        timeout: Duration,
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
+            http: http::service_client(timeout)?,
+            submit_url: dispatcher_url.clone(),
+            ready_url: dispatcher_url
+                .join("readyz")
+                .expect("an http(s) URL joins a relative path"),
+            callback_url: HeaderValue::from_str(callback_url.as_str())
+                .expect("a URL is a valid header value"),
+        })
+    }
+
+    /// The callback URL this instance sends.
+    pub fn callback_url(&self) -> &HeaderValue {
+        &self.callback_url
+    }
+
+    /// Hands `event` to the dispatcher, inside a CLIENT span. A refusal
+    /// keeps the dispatcher's status and JSON error (and `Retry-After`:
+    /// a client told to retry must be told when).
+    pub async fn forward(&self, event: &Event) -> Result<(), PublicWebError> {
+        let span = http::client_span("POST", &self.submit_url);
+        let request = self
+            .http
+            .post(self.submit_url.clone())
+            .headers(http::client_headers(&span))
+            .header(CALLBACK_URL_HEADER, self.callback_url.clone())
+            .json(event);
+        let sent = span.scope(request.send()).await;
+        http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
+        let response = sent.map_err(PublicWebError::DispatcherUnreachable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        let body = response.bytes().await.unwrap_or_default();
+        let mut refusal = ApiError::from_body(status, &body).unwrap_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "dispatcher_error",
+                format!("the dispatcher answered {status}"),
+            )
+        });
+        if let Some(seconds) = retry_after {
+            refusal = refusal.with_retry_after(seconds);
+        }
+        Err(PublicWebError::DispatcherRefused(refusal))
+    }
+
+    /// Ready when the dispatcher says it is ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        let response = self
+            .http
+            .get(self.ready_url.clone())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("dispatcher not ready ({})", response.status())),
+            Err(error) => Err(format!("dispatcher unreachable: {error}")),
+        }
+    }
+}
