@@ -143,7 +143,8 @@ fn traces_link_to_their_logs_metrics_and_service_map() {
     assert!(!queries.is_empty());
     for query in queries {
         let expr = query["query"].as_str().expect("query");
-        for name in promql::metric_names(expr) {
+        let names = promql::metric_names(expr).unwrap_or_else(|error| panic!("{expr}: {error}"));
+        for name in names {
             let base = metrics::base_name(&name);
             assert!(
                 metrics::is_external(base) && base.starts_with("traces_spanmetrics_"),

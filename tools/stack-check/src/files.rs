@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
-/// The repository root: this crate lives in `<root>/stack-check`.
+/// The repository root: this crate lives in `<root>/tools/stack-check`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("stack-check sits inside the repository")
         .to_path_buf()
 }

@@ -114,7 +114,10 @@ pub struct Query {
 }
 
 impl Query {
-    fn new(origin: String, expr: String, raw_names: BTreeSet<String>) -> Self {
+    /// Panics when the query does not parse: a query Prometheus would
+    /// refuse is the finding.
+    fn new(origin: String, expr: String, raw_names: Result<BTreeSet<String>, String>) -> Self {
+        let raw_names = raw_names.unwrap_or_else(|error| panic!("{origin}: {expr}: {error}"));
         let metrics = raw_names
             .iter()
             .map(|name| base_name(name).to_owned())

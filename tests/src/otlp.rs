@@ -1,34 +1,20 @@
-//! A real OTLP receiver for the tests: gRPC and HTTP/protobuf endpoints
-//! that accept traces and logs with the official opentelemetry-proto types
-//! and keep them for the test to inspect.
+//! A real OTLP receiver for the tests: the collector's gRPC and
+//! HTTP/protobuf export endpoints, decoding traces and logs into the
+//! official opentelemetry-proto types and keeping them for the test to
+//! inspect.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
-use tokio::net::TcpListener;
+use otlp_receiver::{Exports, Ports};
 
 /// A span as received, with the service that sent it.
 #[derive(Debug, Clone)]
@@ -119,42 +105,23 @@ pub struct Receiver {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     store: Arc<Store>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
         let store = Arc::new(Store::default());
-
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
-        let grpc_addr = grpc.local_addr().expect("addr");
-        let sink = Sink(store.clone());
-        let grpc_task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(sink.clone()))
-                .add_service(LogsServiceServer::new(sink))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc))
-                .await
-                .expect("the gRPC receiver serves");
+        let ports = Ports::bind(0, 0).await.expect("bind the receiver's ports");
+        let (grpc_addr, http_addr) = (ports.grpc_addr(), ports.http_addr());
+        let app = otlp_receiver::router(Keep(store.clone()));
+        let task = tokio::spawn(async move {
+            ports.serve(app).await.expect("the receiver serves");
         });
-
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-        let http_addr = http.local_addr().expect("addr");
-        let app = Router::new()
-            .route("/v1/traces", post(http_traces))
-            .route("/v1/logs", post(http_logs))
-            .with_state(store.clone());
-        let http_task = tokio::spawn(async move {
-            axum::serve(http, app)
-                .await
-                .expect("the HTTP receiver serves");
-        });
-
         Self {
             grpc_addr,
             http_addr,
             store,
-            tasks: vec![grpc_task, http_task],
+            task,
         }
     }
 
@@ -212,47 +179,25 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
+/// Keeps every export in the store.
 #[derive(Clone)]
-struct Sink(Arc<Store>);
+struct Keep(Arc<Store>);
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.add_traces(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+impl Exports for Keep {
+    type Traces = ExportTraceServiceRequest;
+    type Logs = ExportLogsServiceRequest;
+
+    fn traces(&self, export: ExportTraceServiceRequest) {
+        self.0.add_traces(export);
     }
-}
 
-#[tonic::async_trait]
-impl LogsService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.0.add_logs(request.into_inner());
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    fn logs(&self, export: ExportLogsServiceRequest) {
+        self.0.add_logs(export);
     }
-}
-
-async fn http_traces(State(store): State<Arc<Store>>, body: Bytes) -> Result<Vec<u8>, String> {
-    let request = ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())?;
-    store.add_traces(request);
-    Ok(ExportTraceServiceResponse::default().encode_to_vec())
-}
-
-async fn http_logs(State(store): State<Arc<Store>>, body: Bytes) -> Result<Vec<u8>, String> {
-    let request = ExportLogsServiceRequest::decode(body).map_err(|e| e.to_string())?;
-    store.add_logs(request);
-    Ok(ExportLogsServiceResponse::default().encode_to_vec())
 }
 
 fn service_name(resource: Option<&Resource>) -> String {
