@@ -5,8 +5,17 @@
 //! A 404 means public-web no longer waits for that id (timed out,
 //! restarted, or a duplicate delivery): final, acked and logged, never
 //! retried. What still fails after the retries is dead-lettered.
+//!
+//! The dispatcher reads each request's callback URL twice: when it accepts
+//! the request (a bad one is refused there, not dead-lettered later) and
+//! when it calls the response back. Parsing with the `url` crate (IDNA
+//! host processing included) is a noticeable share of the dispatcher's
+//! work per request (BENCHMARKS.md), while a deployment has only as many
+//! distinct URLs as it has public-web instances; so [`CallbackUrls`] keeps
+//! parsed URLs, up to a bound.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,9 +29,45 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use reqwest::{StatusCode, Url};
 
-use crate::callback_urls::CallbackUrls;
 use crate::config::CallbackConfig;
+use crate::metrics::CallbackFailure;
 use crate::publisher::Publisher;
+
+/// Parsed callback URLs, shared by the HTTP handlers and the response
+/// consumer.
+pub struct CallbackUrls {
+    parsed: RwLock<HashMap<Box<str>, Url>>,
+    /// How many are kept; beyond it a URL is parsed each time, so a caller
+    /// inventing URLs cannot grow the map.
+    capacity: usize,
+}
+
+impl CallbackUrls {
+    /// Far more than a deployment has public-web instances.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            parsed: RwLock::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// `text` as an HTTP(S) URL, or `None` if it is not one.
+    pub fn parse(&self, text: &str) -> Option<Url> {
+        if let Some(url) = self.parsed.read().expect("callback URL lock").get(text) {
+            return Some(url.clone());
+        }
+        let url = Url::parse(text)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))?;
+        let mut parsed = self.parsed.write().expect("callback URL lock");
+        if parsed.len() < self.capacity {
+            parsed.insert(text.into(), url.clone());
+        }
+        Some(url)
+    }
+}
 
 /// Why a response is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,39 +88,6 @@ impl DeadLetterReason for ResponseDeadLetter {
             Self::Malformed => "malformed",
             Self::NoCallbackUrl => "no_callback_url",
             Self::CallbackFailed => "callback_failed",
-        }
-    }
-}
-
-/// Why a callback did not complete a request: the `reason` label of
-/// `dispatcher_callback_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackFailure {
-    /// public-web answered 404: no one waits for that id.
-    UnknownId,
-    Timeout,
-    Unreachable,
-    ServerError,
-    /// Any other 4xx.
-    Refused,
-}
-
-impl CallbackFailure {
-    pub const ALL: [Self; 5] = [
-        Self::UnknownId,
-        Self::Timeout,
-        Self::Unreachable,
-        Self::ServerError,
-        Self::Refused,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::UnknownId => "unknown_id",
-            Self::Timeout => "timeout",
-            Self::Unreachable => "unreachable",
-            Self::ServerError => "server_error",
-            Self::Refused => "refused",
         }
     }
 }
@@ -208,5 +220,43 @@ impl Consumer for Callbacks {
 
     fn session_ended(&self) {
         self.publisher.set_channel(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_seen_before_is_the_same_url() {
+        let urls = CallbackUrls::new(4);
+        let first = urls.parse("http://public-web:3000/dispatch").unwrap();
+        let again = urls.parse("http://public-web:3000/dispatch").unwrap();
+        assert_eq!(first, again);
+        assert_eq!(again.port(), Some(3000));
+    }
+
+    #[test]
+    fn only_http_urls_are_callbacks() {
+        let urls = CallbackUrls::new(4);
+        assert!(urls.parse("https://public-web/dispatch").is_some());
+        for bad in [
+            "not a url",
+            "ftp://public-web/dispatch",
+            "mailto:ops@example.com",
+            "",
+        ] {
+            assert_eq!(urls.parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_map_stops_growing_at_its_capacity() {
+        let urls = CallbackUrls::new(2);
+        for port in 1..=5 {
+            let text = format!("http://127.0.0.1:{port}/dispatch");
+            assert_eq!(urls.parse(&text).unwrap().port(), Some(port));
+        }
+        assert_eq!(urls.parsed.read().unwrap().len(), 2);
     }
 }

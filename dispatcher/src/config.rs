@@ -8,9 +8,6 @@ use common::wire::CallbackSecret;
 
 use crate::routing::RoutingTable;
 
-/// The HTTP port unless `PORT` says otherwise.
-pub const DEFAULT_PORT: u16 = 3001;
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The HTTP port (`PORT`); 0 picks a free one.
@@ -49,7 +46,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let routes: RoutingTable = config::parse_or("ROUTES", RoutingTable::default())?;
         Ok(Self {
-            port: config::parse_or("PORT", DEFAULT_PORT)?,
+            port: config::parse_or("PORT", crate::DEFAULT_PORT)?,
             responses: ConsumerConfig {
                 broker: BrokerUrl::from_env()?,
                 connection_name: crate::SERVICE_NAME.to_owned(),

@@ -8,7 +8,6 @@
 //! `startup` builds it all from `config`.
 
 pub mod callback;
-pub mod callback_urls;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -19,4 +18,5 @@ pub mod startup;
 pub mod state;
 
 pub const SERVICE_NAME: &str = "dispatcher";
-pub use config::DEFAULT_PORT;
+/// The HTTP port unless `PORT` says otherwise.
+pub const DEFAULT_PORT: u16 = 3001;

@@ -1,7 +1,5 @@
 //! The dispatcher's own metrics, beside the shared HTTP and AMQP ones.
 
-use crate::callback::CallbackFailure;
-
 /// Counts a callback that did not complete a request, by why.
 pub fn callback_failed(reason: CallbackFailure) {
     metrics::counter!("dispatcher_callback_failures_total", "reason" => reason.label())
@@ -14,5 +12,38 @@ pub fn init() {
     for reason in CallbackFailure::ALL {
         metrics::counter!("dispatcher_callback_failures_total", "reason" => reason.label())
             .increment(0);
+    }
+}
+
+/// Why a callback did not complete a request: the `reason` label of
+/// `dispatcher_callback_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackFailure {
+    /// public-web answered 404: no one waits for that id.
+    UnknownId,
+    Timeout,
+    Unreachable,
+    ServerError,
+    /// Any other 4xx.
+    Refused,
+}
+
+impl CallbackFailure {
+    pub const ALL: [Self; 5] = [
+        Self::UnknownId,
+        Self::Timeout,
+        Self::Unreachable,
+        Self::ServerError,
+        Self::Refused,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownId => "unknown_id",
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::ServerError => "server_error",
+            Self::Refused => "refused",
+        }
     }
 }

@@ -12,8 +12,8 @@ use common::http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::callback::CallbackUrls;
 use crate::callback::Callbacks;
-use crate::callback_urls::CallbackUrls;
 use crate::config::Config;
 use crate::publisher::Publisher;
 use crate::routes;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::callback_urls::CallbackUrls;
+use crate::callback::CallbackUrls;
 use crate::publisher::Publisher;
 use crate::routing::RoutingTable;
 

@@ -6,9 +6,6 @@ use common::config::{self, ConfigError};
 use common::wire::CallbackSecret;
 use reqwest::Url;
 
-/// The public port unless `PORT` says otherwise.
-pub const DEFAULT_PORT: u16 = 3000;
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The public port (`PORT`); 0 picks a free one.
@@ -39,7 +36,7 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            port: config::parse_or("PORT", DEFAULT_PORT)?,
+            port: config::parse_or("PORT", crate::DEFAULT_PORT)?,
             dispatcher_url: config::http_url_or("DISPATCHER_URL", "http://127.0.0.1:3001")?,
             callback_url: config::http_url("CALLBACK_URL")?,
             request_timeout: config::millis_or("REQUEST_TIMEOUT_MS", 10_000)?,

@@ -18,4 +18,5 @@ pub mod startup;
 pub mod state;
 
 pub const SERVICE_NAME: &str = "public-web";
-pub use config::DEFAULT_PORT;
+/// The HTTP port unless `PORT` says otherwise.
+pub const DEFAULT_PORT: u16 = 3000;

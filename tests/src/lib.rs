@@ -6,6 +6,7 @@
 //! disappear on a port of its own without touching the shared broker.
 
 pub mod otlp;
+pub mod ports;
 pub mod processes;
 
 use std::net::SocketAddr;
@@ -346,7 +347,7 @@ impl TcpProxy {
     /// Reserves a free port without listening on it yet.
     pub async fn reserve(target: SocketAddr) -> Self {
         Self {
-            port: processes::free_port(),
+            port: ports::free_port(),
             target,
             running: None,
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
-use crate::processes::free_port;
+use crate::ports::free_port;
 
 /// How long a node may take to boot before the test gives up.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);

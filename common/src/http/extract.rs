@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::wire::{Event, EventInput};
 
 /// A JSON body whose every rejection (syntax, shape, content type, size)

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// A check run by `GET /readyz`: `Err` names what is not ready.
 pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::Event;
+use super::event::Event;
 
 /// The type of the response event a listener sends when its handler fails.
 pub const ERROR_EVENT_TYPE: &str = "Error";

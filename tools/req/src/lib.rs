@@ -44,18 +44,6 @@ impl std::fmt::Display for BadUrl {
 
 impl std::error::Error for BadUrl {}
 
-/// The request every mode sends: a JSON body POSTed to `url`.
-fn post_json(
-    client: &reqwest::Client,
-    url: reqwest::Url,
-    body: bytes::Bytes,
-) -> reqwest::RequestBuilder {
-    client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::target_url;

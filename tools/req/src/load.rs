@@ -312,7 +312,7 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
 
 /// One request, read to the end so its connection goes back to the pool.
 async fn exchange(client: &Client, url: Url, body: Bytes) -> Result<(), ErrorKind> {
-    let response = crate::post_json(client, url, body)
+    let response = crate::payload::post_json(client, url, body)
         .send()
         .await
         .map_err(|error| ErrorKind::of(&error))?;

@@ -48,6 +48,18 @@ pub fn now_millis() -> u64 {
         })
 }
 
+/// The request every mode sends: a JSON body POSTed to `url`.
+pub(crate) fn post_json(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    body: bytes::Bytes,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

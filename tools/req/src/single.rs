@@ -44,7 +44,7 @@ impl Answer {
 /// POSTs `body` to `url` and reads the whole answer.
 pub async fn send(client: &Client, url: Url, body: Bytes) -> Result<Answer, reqwest::Error> {
     let started = Instant::now();
-    let response = crate::post_json(client, url, body).send().await?;
+    let response = crate::payload::post_json(client, url, body).send().await?;
     let status = response.status();
     let trace_id = response
         .headers()

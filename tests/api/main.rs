@@ -1,0 +1,13 @@
+//! The end-to-end tests: the services against the real RabbitMQ, in this
+//! process or as processes, each test on queues of its own. One binary,
+//! so the suite links once and its tests run side by side.
+
+mod bad_input;
+mod broker;
+mod callback_auth;
+mod faults;
+mod overload;
+mod prime;
+mod round_trip;
+mod scenario;
+mod telemetry;
