@@ -7,7 +7,7 @@
 //! - [`amqp`]: RabbitMQ in layers, up to the consumer runtime;
 //! - [`listener`]: a listener is its configuration plus one handler;
 //! - [`telemetry`], [`metrics`]: traces, logs and metrics;
-//! - [`shutdown`], [`allocator`]: what each binary's `main` uses.
+//! - [`service`], [`allocator`]: what each binary's `main` uses.
 
 pub mod allocator;
 pub mod amqp;
@@ -15,7 +15,7 @@ pub mod config;
 pub mod http;
 pub mod listener;
 pub mod metrics;
-pub mod shutdown;
+pub mod service;
 pub mod telemetry;
 pub mod wire;
 

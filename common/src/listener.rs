@@ -149,6 +149,7 @@ impl<H: Handler> Listener<H> {
             async move { ready }
         }));
         let app = http::with_standard_layers(probes, 1024, Duration::from_secs(10));
+        tracing::info!(addr = %self.local_addr(), "health endpoint listening");
         let server = tokio::spawn(http::serve(self.http, app, shutdown.clone()));
         amqp::consume::run(
             &self.config.consumer,

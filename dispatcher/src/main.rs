@@ -6,10 +6,9 @@ static ALLOCATOR: common::allocator::TunedMiMalloc = common::allocator::TunedMiM
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = common::telemetry::init(dispatcher::SERVICE_NAME);
-    let config = Config::from_env()?;
-    let app = Application::build(config).await?;
-    let served = app.run(common::shutdown::on_signal()).await;
-    telemetry.shutdown().await;
-    Ok(served?)
+    common::service::run(dispatcher::SERVICE_NAME, |shutdown| async {
+        let app = Application::build(Config::from_env()?).await?;
+        Ok(app.run(shutdown).await?)
+    })
+    .await
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use common::http::{ApiError, JsonEvent, JsonResponseEvent};
+use common::http::{ApiError, ApiJson, JsonEvent};
 use common::wire::{Event, HandlerError, SIGNATURE_HEADER};
 use tokio::time::Instant;
 
@@ -149,4 +150,32 @@ pub async fn ping(JsonEvent(request): JsonEvent) -> Result<Json<Event>, PublicWe
     ping_listener::answer(&request)
         .map(Json)
         .map_err(PublicWebError::Listener)
+}
+
+/// Extracts a valid [`Event`] that must already carry its id (a response),
+/// with the body it came in: a relay hands that on as received instead of
+/// serialising the event again.
+pub struct JsonResponseEvent {
+    pub event: Event,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonResponseEvent {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        // Read under the route's body limit (an extension), then checked
+        // and parsed by the JSON extractor from the same bytes. Read
+        // first: a body both too large and not JSON is a 413, not a 415.
+        let mut body_only = Request::new(body);
+        *body_only.extensions_mut() = parts.extensions.clone();
+        let body = Bytes::from_request(body_only, state)
+            .await
+            .map_err(|rejection| ApiError::from(JsonRejection::from(rejection)))?;
+        let request = Request::from_parts(parts, Body::from(body.clone()));
+        let ApiJson(event) = ApiJson::<Event>::from_request(request, state).await?;
+        event.validate()?;
+        Ok(JsonResponseEvent { event, body })
+    }
 }

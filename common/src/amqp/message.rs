@@ -40,7 +40,7 @@ fn text_header<'a>(headers: &'a FieldTable, name: &str) -> Option<&'a str> {
 }
 
 /// Reads trace context out of AMQP message headers.
-pub struct FieldTableExtractor<'a>(pub &'a FieldTable);
+struct FieldTableExtractor<'a>(pub &'a FieldTable);
 
 impl Extractor for FieldTableExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {

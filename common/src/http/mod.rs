@@ -20,8 +20,8 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use client::{client_headers, client_span, error_chain, record_client_outcome, service_client};
 pub use error::{ApiError, not_found};
-pub use extract::{ApiJson, JsonEvent, JsonResponseEvent};
-pub use observe::{Observe, ObserveLayer};
+pub use extract::{ApiJson, JsonEvent};
+use observe::ObserveLayer;
 pub use probes::{ReadinessCheck, operational_routes, readiness};
 
 /// What every service applies to inbound HTTP: a body size cap (413

@@ -40,7 +40,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config;
 
-pub use export::Signal;
 pub use hop::HopSpan;
 
 /// Flushes and stops the exporters when the service is done.
