@@ -105,19 +105,34 @@ pub fn http_url_or(name: &str, default: &str) -> Result<Url, ConfigError> {
     http_url(name).map(|url| url.unwrap_or_else(|| default.parse().expect("a valid default")))
 }
 
-/// An http(s) URL, or `None` when the variable is unset.
+/// An http(s) URL, or `None` when the variable is unset. An unusable
+/// one is quoted in the error with any userinfo hidden.
 pub fn http_url(name: &str) -> Result<Option<Url>, ConfigError> {
-    let Some(url) = parse::<Url>(name)? else {
+    let Some(text) = var(name) else {
         return Ok(None);
     };
+    let refuse = |reason: &dyn fmt::Display| {
+        ConfigError::invalid(name, &without_userinfo(text.trim()), reason)
+    };
+    let url = Url::parse(text.trim()).map_err(|e| refuse(&e))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::invalid(
-            name,
-            url.as_str(),
-            "not an http(s) URL",
-        ));
+        return Err(refuse(&"not an http(s) URL"));
     }
     Ok(Some(url))
+}
+
+/// `url` with whatever stands before an `@` in its authority replaced by
+/// `***`, for error messages.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => {
+            let separator = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{separator}***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +163,15 @@ mod tests {
                 .port(),
             Some(3001)
         );
+    }
+
+    #[test]
+    fn userinfo_is_not_quoted() {
+        unsafe { std::env::set_var("COMMON_TEST_FTP_SECRET", "ftp://me:hunter2@host/x") };
+        let err = http_url("COMMON_TEST_FTP_SECRET").unwrap_err().to_string();
+        assert!(err.contains("ftp://***@host/x"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(without_userinfo("http://host:1/p"), "http://host:1/p");
     }
 
     #[test]

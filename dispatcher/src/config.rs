@@ -14,11 +14,12 @@ pub struct Config {
     pub port: u16,
     /// Which queue each event type goes to (`ROUTES`).
     pub routes: RoutingTable,
-    /// Where listeners' responses are consumed: the broker (`AMQP_URL`),
-    /// the response queue (`RESPONSE_QUEUE`), and how many responses are
-    /// called back at once (`PREFETCH`). The routed queues are declared
-    /// with it.
-    pub responses: ConsumerConfig,
+    /// The broker (`AMQP_URL`).
+    pub broker: BrokerUrl,
+    /// The queue listeners reply to (`RESPONSE_QUEUE`).
+    pub response_queue: String,
+    /// Responses being called back at once (`PREFETCH`).
+    pub prefetch: u16,
     /// How long a publish may wait for the broker's confirm
     /// (`PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
@@ -43,18 +44,25 @@ pub struct CallbackConfig {
 }
 
 impl Config {
+    /// How the response queue is consumed: each session also declares
+    /// every routed queue, so a publish never finds its queue missing.
+    pub fn responses(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            broker: self.broker.clone(),
+            connection_name: crate::SERVICE_NAME.to_owned(),
+            queue: self.response_queue.clone(),
+            also_declare: self.routes.queues().map(str::to_owned).collect(),
+            prefetch: self.prefetch,
+        }
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
-        let routes: RoutingTable = config::parse_or("ROUTES", RoutingTable::default())?;
         Ok(Self {
             port: config::parse_or("PORT", crate::DEFAULT_PORT)?,
-            responses: ConsumerConfig {
-                broker: BrokerUrl::from_env()?,
-                connection_name: crate::SERVICE_NAME.to_owned(),
-                queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
-                also_declare: routes.queues().map(str::to_owned).collect(),
-                prefetch: config::parse_or("PREFETCH", 64)?,
-            },
-            routes,
+            routes: config::parse_or("ROUTES", RoutingTable::default())?,
+            broker: BrokerUrl::from_env()?,
+            response_queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
+            prefetch: config::parse_or("PREFETCH", 64)?,
             publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
             message_ttl: config::millis_or("MESSAGE_TTL_MS", 10_000)?,
             callbacks: CallbackConfig {

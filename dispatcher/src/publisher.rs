@@ -28,7 +28,7 @@ impl Publisher {
     pub fn new(config: &Config) -> Self {
         Self {
             channel: RwLock::new(None),
-            reply_to: config.responses.queue.as_str().into(),
+            reply_to: config.response_queue.as_str().into(),
             expiration: config.message_ttl.as_millis().to_string().into(),
             timeout: config.publish_timeout,
         }

@@ -37,6 +37,7 @@ impl Application {
         crate::metrics::init();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
         let publisher = Arc::new(Publisher::new(&config));
+        let responses = config.responses();
         let callback_urls = Arc::new(CallbackUrls::new(CallbackUrls::DEFAULT_CAPACITY));
         let callbacks = Callbacks::new(&config.callbacks, callback_urls.clone(), publisher.clone())
             .map_err(std::io::Error::other)?;
@@ -47,7 +48,7 @@ impl Application {
                 publisher,
                 callback_urls,
             },
-            responses: config.responses,
+            responses,
             callbacks: Arc::new(callbacks),
             readiness: Readiness::default(),
             max_body_bytes: config.max_body_bytes,

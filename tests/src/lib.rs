@@ -181,17 +181,12 @@ pub fn dispatcher_config_routing(
     response_queue: &str,
     amqp_url: &str,
 ) -> dispatcher::config::Config {
-    let routes: dispatcher::routing::RoutingTable = routes.parse().expect("routes");
     dispatcher::config::Config {
         port: 0,
-        responses: ConsumerConfig {
-            broker: amqp_url.parse().expect("an AMQP URL"),
-            connection_name: "dispatcher-test".to_owned(),
-            queue: response_queue.to_owned(),
-            also_declare: routes.queues().map(str::to_owned).collect(),
-            prefetch: 64,
-        },
-        routes,
+        routes: routes.parse().expect("routes"),
+        broker: amqp_url.parse().expect("an AMQP URL"),
+        response_queue: response_queue.to_owned(),
+        prefetch: 64,
         publish_timeout: Duration::from_secs(5),
         message_ttl: Duration::from_secs(10),
         callbacks: dispatcher::config::CallbackConfig {

@@ -30,11 +30,18 @@ pub struct BrokerUrl(AMQPUri);
 
 impl BrokerUrl {
     /// `AMQP_URL`, or the local broker when it is unset. A malformed one
-    /// is refused without repeating it: it may hold a password.
+    /// is refused without repeating it, nor the parser's message, which
+    /// may quote it: it may hold a password.
     pub fn from_env() -> Result<Self, ConfigError> {
         config::string_or("AMQP_URL", DEFAULT_AMQP_URL)
             .parse()
-            .map_err(|reason| ConfigError::at("AMQP_URL", "", reason))
+            .map_err(|_| {
+                ConfigError::at(
+                    "AMQP_URL",
+                    "",
+                    "not an AMQP URL (amqp://user:password@host:port/vhost)",
+                )
+            })
     }
 }
 
@@ -225,9 +232,14 @@ mod tests {
     fn a_malformed_url_is_refused_without_repeating_it() {
         assert!("amqp://host:notaport".parse::<BrokerUrl>().is_err());
         // No other test of this crate reads AMQP_URL.
-        unsafe { std::env::set_var("AMQP_URL", "amqp://user:hunter2@host:notaport") };
-        let error = BrokerUrl::from_env().unwrap_err().to_string();
-        assert!(error.starts_with("AMQP_URL: "), "{error}");
-        assert!(!error.contains("hunter2"), "{error}");
+        for url in [
+            "amqp://user:hunter2@host:notaport",
+            "amqp:user:hunter2@host",
+        ] {
+            unsafe { std::env::set_var("AMQP_URL", url) };
+            let error = BrokerUrl::from_env().unwrap_err().to_string();
+            assert!(error.starts_with("AMQP_URL: "), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 }

@@ -48,7 +48,8 @@
 //! A listener consumes with manual acks and a bounded prefetch and, for
 //! each request:
 //! 1. publishes the response event to the default exchange with routing
-//!    key `reply_to`, `correlation_id` = the request's `message_id`,
+//!    key `reply_to`, `correlation_id` = the request event's `id` (the
+//!    same as the request's `message_id`),
 //!    `message_id`/`type` of the response, and the request's
 //!    [`CALLBACK_URL_HEADER`] copied onto it, and waits for the broker's
 //!    publisher confirm;
