@@ -32,7 +32,7 @@ pub fn answer(request: &Event) -> Result<Event, HandlerError> {
 }
 
 /// Milliseconds since the Unix epoch, the unit of `sentAt` and `receivedAt`.
-fn now_millis() -> u64 {
+pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -13,7 +13,7 @@ async fn a_ping_makes_the_round_trip() {
     let stack = Stack::start(&topology).await;
     let client = reqwest::Client::new();
 
-    let sent_at = integration_tests::now_millis();
+    let sent_at = ping_listener::now_millis();
     let (status, body) = post_json(
         &client,
         &stack.public_web.url(),

@@ -306,15 +306,7 @@ pub async fn wait_ready(base: &str) {
 
 /// A ping request body, stamped now.
 pub fn ping_body() -> Value {
-    json!({"type": "PingRequest", "data": {"sentAt": now_millis()}})
-}
-
-/// Milliseconds since the Unix epoch, the unit of `sentAt`.
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    json!({"type": "PingRequest", "data": {"sentAt": ping_listener::now_millis()}})
 }
 
 /// POSTs `body` as JSON to `url`; returns the status and the JSON body.

@@ -93,114 +93,115 @@ pub async fn run<C: Consumer>(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) {
+    let run = Run {
+        config,
+        consumer,
+        readiness,
+        shutdown,
+    };
     connection::supervise(
         &config.broker,
         &config.connection_name,
         readiness,
         shutdown,
-        |connection| session(connection, config, &consumer, readiness, shutdown),
+        |connection| run.session(connection),
     )
     .await;
 }
 
-/// One session: declare, then consume until shutdown or failure.
-async fn session<C: Consumer>(
-    connection: Connection,
-    config: &ConsumerConfig,
-    consumer: &Arc<C>,
-    readiness: &Readiness,
-    shutdown: &CancellationToken,
-) -> lapin::Result<()> {
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
-    for queue in config.also_declare.iter().chain([&config.queue]) {
-        topology::declare_queue(&channel, queue).await?;
-    }
-    let publisher = publish::confirm_channel(&connection).await?;
-    consumer.session_started(&publisher);
-    let consumed = consume(
-        &connection,
-        &channel,
-        config,
-        consumer,
-        &publisher,
-        readiness,
-        shutdown,
-    )
-    .await;
-    consumer.session_ended();
-    consumed?;
-    connection::close(&connection).await;
-    tracing::info!(queue = %config.queue, "consumer stopped");
-    Ok(())
+/// What every session of one [`run`] shares.
+struct Run<'a, C> {
+    config: &'a ConsumerConfig,
+    consumer: Arc<C>,
+    readiness: &'a Readiness,
+    shutdown: &'a CancellationToken,
 }
 
-/// Consumes until the connection fails (an error is returned) or
-/// `shutdown` fires: then it cancels the consumer so no more deliveries
-/// come, waits for the tasks in flight to settle theirs, and returns
-/// `Ok(())`. The channel's prefetch bounds the tasks running at once,
-/// since each holds an unacked delivery.
-async fn consume<C: Consumer>(
-    connection: &Connection,
-    channel: &Channel,
-    config: &ConsumerConfig,
-    consumer: &Arc<C>,
-    publisher: &Channel,
-    readiness: &Readiness,
-    shutdown: &CancellationToken,
-) -> lapin::Result<()> {
-    let queue = config.queue.as_str();
-    let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
-    let mut deliveries = channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    crate::metrics::init_consumer(queue, C::Reason::ALL.iter().map(|reason| reason.label()));
-    readiness.set(true);
-    tracing::info!(queue, "consuming");
-
-    let in_flight = TaskTracker::new();
-    let connection_failed = connection::connection_failed(connection);
-    tokio::pin!(connection_failed);
-    loop {
-        tokio::select! {
-            delivery = deliveries.next() => match delivery {
-                Some(Ok(mut delivery)) => {
-                    crate::metrics::amqp_consumed(queue, delivery.redelivered);
-                    let span = consumer_span(queue, &delivery);
-                    let consumer = consumer.clone();
-                    let publisher = publisher.clone();
-                    in_flight.spawn(span.scope(async move {
-                        let settle = consumer.handle(&mut delivery, &publisher).await;
-                        settle_delivery(&delivery, settle).await;
-                    }));
-                }
-                Some(Err(error)) => return Err(error),
-                None => return Err(lapin::Error::from(std::io::Error::other(
-                    "the broker cancelled the consumer",
-                ))),
-            },
-            error = &mut connection_failed => return Err(error),
-            _ = shutdown.cancelled() => break,
+impl<C: Consumer> Run<'_, C> {
+    /// One session: declare, then consume until shutdown or failure.
+    async fn session(&self, connection: Connection) -> lapin::Result<()> {
+        let config = self.config;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
+        for queue in config.also_declare.iter().chain([&config.queue]) {
+            topology::declare_queue(&channel, queue).await?;
         }
+        let publisher = publish::confirm_channel(&connection).await?;
+        self.consumer.session_started(&publisher);
+        let consumed = self.consume(&connection, &channel, &publisher).await;
+        self.consumer.session_ended();
+        consumed?;
+        connection::close(&connection).await;
+        tracing::info!(queue = %config.queue, "consumer stopped");
+        Ok(())
     }
 
-    readiness.set(false);
-    if let Err(error) = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await
-    {
-        tracing::debug!(%error, "cancelling the consumer");
+    /// Consumes until the connection fails (an error is returned) or
+    /// `shutdown` fires: then it cancels the consumer so no more
+    /// deliveries come, waits for the tasks in flight to settle theirs,
+    /// and returns `Ok(())`. The channel's prefetch bounds the tasks
+    /// running at once, since each holds an unacked delivery.
+    async fn consume(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        publisher: &Channel,
+    ) -> lapin::Result<()> {
+        let (config, consumer, readiness, shutdown) =
+            (self.config, &self.consumer, self.readiness, self.shutdown);
+        let queue = config.queue.as_str();
+        let tag = format!("{queue}-{}", uuid::Uuid::new_v4());
+        let mut deliveries = channel
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        crate::metrics::init_consumer(queue, C::Reason::ALL.iter().map(|reason| reason.label()));
+        readiness.set(true);
+        tracing::info!(queue, "consuming");
+
+        let in_flight = TaskTracker::new();
+        let connection_failed = connection::connection_failed(connection);
+        tokio::pin!(connection_failed);
+        loop {
+            tokio::select! {
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(mut delivery)) => {
+                        crate::metrics::amqp_consumed(queue, delivery.redelivered);
+                        let span = consumer_span(queue, &delivery);
+                        let consumer = consumer.clone();
+                        let publisher = publisher.clone();
+                        in_flight.spawn(span.scope(async move {
+                            let settle = consumer.handle(&mut delivery, &publisher).await;
+                            settle_delivery(&delivery, settle).await;
+                        }));
+                    }
+                    Some(Err(error)) => return Err(error),
+                    None => return Err(lapin::Error::from(std::io::Error::other(
+                        "the broker cancelled the consumer",
+                    ))),
+                },
+                error = &mut connection_failed => return Err(error),
+                _ = shutdown.cancelled() => break,
+            }
+        }
+
+        readiness.set(false);
+        if let Err(error) = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(%error, "cancelling the consumer");
+        }
+        in_flight.close();
+        in_flight.wait().await;
+        Ok(())
     }
-    in_flight.close();
-    in_flight.wait().await;
-    Ok(())
 }
 
 /// The CONSUMER span a delivery is handled in: a child of the publisher's
