@@ -30,14 +30,15 @@ export SCENARIO_CONFIG="${SCENARIO_CONFIG:-examples/scenario-order.yaml}"
 # scenario-listener's calls go to the public-web started here.
 export PUBLIC_WEB_URL="http://127.0.0.1:$PUBLIC_WEB_PORT"
 mkdir -p out/logs out/pids
-# public-web and the dispatcher share the secret that signs callbacks: made
-# once, kept in out/ (git-ignored, readable by the owner only).
-if [ -z "${CALLBACK_SECRET:-}" ]; then
+# public-web and the dispatcher share the secret that signs the internal
+# hops: made once, kept in out/ (git-ignored, readable by the owner only).
+if [ -z "${CALLBACK_SECRET:-}" ] && [ -z "${CALLBACK_SECRET_FILE:-}" ]; then
     [ -s out/callback-secret ] ||
         (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/callback-secret)
-    CALLBACK_SECRET="$(cat out/callback-secret)"
+    export CALLBACK_SECRET_FILE="$PWD/out/callback-secret"
 fi
-export CALLBACK_SECRET
+# Callbacks go to the public-web started here, on this machine.
+export CALLBACK_ALLOW="${CALLBACK_ALLOW:-127.0.0.0/8}"
 
 stop_service() {
     local name="$1" pidfile="out/pids/$1.pid" pid

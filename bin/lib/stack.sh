@@ -12,6 +12,10 @@
 # "tracing off" must mean no OpenTelemetry layer at all.
 while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(OTEL_|TRACE_FILE_DIR$)' || true)
 export RUST_LOG=info
+# The services sign their internal hops as a deployment's do: one secret
+# per run, callbacks to this machine only.
+CALLBACK_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export CALLBACK_SECRET CALLBACK_ALLOW=127.0.0.0/8
 
 # A command to run a service under, by binary name (e.g. a profiler).
 declare -A WRAP=()

@@ -7,6 +7,7 @@
 //! or failing later at first use.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -93,6 +94,20 @@ where
 /// A duration given in milliseconds, as `*_MS` variables are.
 pub fn millis_or(name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
     parse_or(name, default_ms).map(Duration::from_millis)
+}
+
+/// `INSECURE_DEV_MODE=true`: a local experiment may run without the
+/// internal secret and the callback allow-list. Every service that uses it
+/// says so loudly at start; never set it in a deployment.
+pub fn insecure_dev_mode() -> Result<bool, ConfigError> {
+    parse_or("INSECURE_DEV_MODE", false)
+}
+
+/// The address internal listeners bind (`INTERNAL_BIND_ADDR`): loopback
+/// unless the deployment says otherwise, so an internal endpoint is never
+/// reachable from outside by accident.
+pub fn internal_bind_addr() -> Result<IpAddr, ConfigError> {
+    parse_or("INTERNAL_BIND_ADDR", IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// The string variable, or `default` when it is unset.

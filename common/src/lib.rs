@@ -1,8 +1,9 @@
 //! What two or more of the platform's crates share.
 //!
 //! - [`wire`]: the contract every service speaks (envelope, errors,
-//!   headers, queues, the callback signature);
+//!   headers, queues, the internal hops' signature);
 //! - [`config`]: reading environment variables into final types;
+//! - [`egress`]: where calls chosen by others' input may go;
 //! - [`http`]: serving and calling HTTP the same way everywhere;
 //! - [`amqp`]: RabbitMQ in layers, up to the consumer runtime;
 //! - [`listener`]: a listener is its configuration plus one handler;
@@ -12,6 +13,7 @@
 pub mod allocator;
 pub mod amqp;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod listener;
 pub mod metrics;

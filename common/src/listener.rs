@@ -53,6 +53,8 @@ pub struct ListenerConfig {
     /// How long a reply may wait for the broker's confirm
     /// (`PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
+    /// The health port's connection limits.
+    pub limits: http::ServerLimits,
 }
 
 impl ListenerConfig {
@@ -73,6 +75,7 @@ impl ListenerConfig {
                 prefetch: config::parse_or("PREFETCH", 64)?,
             },
             publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
+            limits: http::ServerLimits::from_env()?,
         })
     }
 }
@@ -150,7 +153,12 @@ impl<H: Handler> Listener<H> {
         }));
         let app = http::with_standard_layers(probes, 1024, Duration::from_secs(10));
         tracing::info!(addr = %self.local_addr(), "health endpoint listening");
-        let server = tokio::spawn(http::serve(self.http, app, shutdown.clone()));
+        let server = tokio::spawn(http::serve(
+            self.http,
+            app,
+            self.config.limits.clone(),
+            shutdown.clone(),
+        ));
         amqp::consume::run(
             &self.config.consumer,
             self.answerer,
@@ -237,8 +245,9 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
     }
 }
 
-/// The reply's properties: the response's id and type, correlated with
-/// the request, and the request's callback URL carried on.
+/// The reply's properties: the response's id and type, the request's
+/// correlation id (its event id when it carries none), and its callback
+/// URL carried on.
 fn reply_properties(
     response: &Event,
     request_id: &str,
@@ -248,7 +257,11 @@ fn reply_properties(
     if let Some(callback) = message::header(request, CALLBACK_URL_HEADER) {
         message::set_header(&mut headers, CALLBACK_URL_HEADER, callback);
     }
+    let correlation = request
+        .correlation_id()
+        .clone()
+        .unwrap_or_else(|| request_id.into());
     event_properties(&response.id, &response.kind)
-        .with_correlation_id(request_id.into())
+        .with_correlation_id(correlation)
         .with_headers(headers)
 }

@@ -150,6 +150,18 @@ pub fn http_request_finished(route: &str, method: &str, status: u16, elapsed: Du
     histogram.record(elapsed.as_secs_f64());
 }
 
+/// Connections open on this process's HTTP servers.
+pub fn http_connections_open(open: usize) {
+    metrics::gauge!("http_server_open_connections").set(open as f64);
+}
+
+/// A connection closed by the server, or refused, by why: `refused` (at
+/// the cap, every connection busy), `displaced` (the longest idle, for a
+/// new one), `header_timeout`, `idle`, `shutdown`, `accept_failed`.
+pub fn http_connection_closed(reason: &'static str) {
+    metrics::counter!("http_server_connections_closed_total", "reason" => reason).increment(1);
+}
+
 /// The counter `name` of `queue`, from `cache`.
 fn queue_counter(cache: &Handles<String, Counter>, name: &'static str, queue: &str) -> Counter {
     cache.get(queue, || {

@@ -1,10 +1,12 @@
-//! Calling responses back: each listener response is POSTed to the
-//! `/dispatch` URL it carries, signed when a secret is shared, retried a
+//! Calling responses back: each listener response is POSTed, signed, to
+//! the `/dispatch` URL it carries, with its correlation id; retried a
 //! bounded number of times when it fails in transit or with a 5xx.
 //!
-//! A 404 means public-web no longer waits for that id (timed out,
-//! restarted, or a duplicate delivery): final, acked and logged, never
-//! retried. What still fails after the retries is dead-lettered.
+//! A 404 means public-web no longer waits for that correlation id (timed
+//! out, restarted, or a duplicate delivery): final, acked and logged,
+//! never retried. What still fails after the retries is dead-lettered.
+//! Callbacks go only where the allow-list (`CALLBACK_ALLOW`) lets them,
+//! and each target gets its share ([`crate::targets`]).
 //!
 //! The dispatcher reads each request's callback URL twice: when it accepts
 //! the request (a bad one is refused there, not dead-lettered later) and
@@ -12,10 +14,10 @@
 //! host processing included) is a noticeable share of the dispatcher's
 //! work per request (BENCHMARKS.md), while a deployment has only as many
 //! distinct URLs as it has public-web instances; so [`CallbackUrls`] keeps
-//! parsed URLs, up to a bound.
+//! checked URLs, up to a bound.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -23,22 +25,28 @@ use bytes::Bytes;
 use common::Event;
 use common::amqp::message;
 use common::amqp::{Consumer, DeadLetterReason, Settle};
-use common::http;
-use common::wire::{CALLBACK_URL_HEADER, CallbackSecret, SIGNATURE_HEADER};
-use lapin::Channel;
+use common::egress::{EgressError, EgressPolicy};
+use common::http::{self, InternalAuth};
+use common::wire::{CALLBACK_URL_HEADER, Hop};
 use lapin::message::Delivery;
+use lapin::{Channel, Connection};
 use reqwest::{StatusCode, Url};
 
+use tokio::task::JoinHandle;
+
 use crate::config::CallbackConfig;
+use crate::listeners::ListenerWatch;
 use crate::metrics::CallbackFailure;
 use crate::publisher::Publisher;
+use crate::targets::{Target, Targets, Unavailable};
 
-/// Parsed callback URLs, shared by the HTTP handlers and the response
-/// consumer.
+/// Callback URLs the allow-list passed, shared by the HTTP handlers and
+/// the response consumer.
 pub struct CallbackUrls {
-    parsed: RwLock<HashMap<Box<str>, Url>>,
-    /// How many are kept; beyond it a URL is parsed each time, so a caller
-    /// inventing URLs cannot grow the map.
+    policy: Arc<EgressPolicy>,
+    checked: RwLock<HashMap<Box<str>, Url>>,
+    /// How many are kept; beyond it a URL is checked each time, so a
+    /// caller inventing URLs cannot grow the map.
     capacity: usize,
 }
 
@@ -46,26 +54,25 @@ impl CallbackUrls {
     /// Far more than a deployment has public-web instances.
     pub const DEFAULT_CAPACITY: usize = 1024;
 
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(policy: Arc<EgressPolicy>, capacity: usize) -> Self {
         Self {
-            parsed: RwLock::new(HashMap::new()),
+            policy,
+            checked: RwLock::new(HashMap::new()),
             capacity,
         }
     }
 
-    /// `text` as an HTTP(S) URL, or `None` if it is not one.
-    pub fn parse(&self, text: &str) -> Option<Url> {
-        if let Some(url) = self.parsed.read().expect("callback URL lock").get(text) {
-            return Some(url.clone());
+    /// `text` as a URL callbacks may go to.
+    pub fn check(&self, text: &str) -> Result<Url, EgressError> {
+        if let Some(url) = self.checked.read().expect("callback URL lock").get(text) {
+            return Ok(url.clone());
         }
-        let url = Url::parse(text)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https"))?;
-        let mut parsed = self.parsed.write().expect("callback URL lock");
-        if parsed.len() < self.capacity {
-            parsed.insert(text.into(), url.clone());
+        let url = self.policy.check(text)?;
+        let mut checked = self.checked.write().expect("callback URL lock");
+        if checked.len() < self.capacity {
+            checked.insert(text.into(), url.clone());
         }
-        Some(url)
+        Ok(url)
     }
 }
 
@@ -76,17 +83,25 @@ pub enum ResponseDeadLetter {
     Malformed,
     /// No usable callback URL: there is nowhere to deliver it.
     NoCallbackUrl,
-    /// Every attempt failed.
+    /// No usable correlation id: no request can be told it is its answer.
+    NoCorrelation,
+    /// Every attempt failed, or the target is down.
     CallbackFailed,
 }
 
 impl DeadLetterReason for ResponseDeadLetter {
-    const ALL: &'static [Self] = &[Self::Malformed, Self::NoCallbackUrl, Self::CallbackFailed];
+    const ALL: &'static [Self] = &[
+        Self::Malformed,
+        Self::NoCallbackUrl,
+        Self::NoCorrelation,
+        Self::CallbackFailed,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::NoCallbackUrl => "no_callback_url",
+            Self::NoCorrelation => "no_correlation",
             Self::CallbackFailed => "callback_failed",
         }
     }
@@ -99,6 +114,8 @@ enum CallbackError {
     Transport(#[from] reqwest::Error),
     #[error("public-web answered {0}")]
     Status(StatusCode),
+    #[error("the target is down or busy")]
+    Unavailable(Unavailable),
 }
 
 impl CallbackError {
@@ -110,6 +127,8 @@ impl CallbackError {
                 CallbackFailure::ServerError
             }
             CallbackError::Status(_) => CallbackFailure::Refused,
+            CallbackError::Unavailable(Unavailable::Down) => CallbackFailure::TargetDown,
+            CallbackError::Unavailable(Unavailable::Busy) => CallbackFailure::TargetBusy,
         }
     }
 
@@ -119,50 +138,88 @@ impl CallbackError {
         match self {
             CallbackError::Transport(_) => true,
             CallbackError::Status(status) => status.is_server_error(),
+            CallbackError::Unavailable(_) => false,
         }
+    }
+
+    /// Says the target itself is in trouble, not this one call.
+    fn downs_the_target(&self) -> bool {
+        matches!(self, CallbackError::Transport(error) if error.is_timeout() || error.is_connect())
     }
 }
 
 /// Consumes the response queue and calls each response back. While a
-/// session is up, its confirm channel is also the [`Publisher`]'s.
+/// session is up, its confirm channel is also the [`Publisher`]'s, and a
+/// channel of its own keeps the [`ListenerWatch`] current.
 pub struct Callbacks {
     http: reqwest::Client,
     urls: Arc<CallbackUrls>,
+    targets: Targets,
     retries: usize,
-    secret: Option<CallbackSecret>,
+    timeout: Duration,
+    auth: InternalAuth,
     publisher: Arc<Publisher>,
+    listeners: Arc<ListenerWatch>,
+    /// The session's watch task.
+    watching: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the response consumer works with besides its configuration.
+pub struct Shared {
+    pub urls: Arc<CallbackUrls>,
+    pub publisher: Arc<Publisher>,
+    pub auth: InternalAuth,
+    pub listeners: Arc<ListenerWatch>,
 }
 
 impl Callbacks {
-    pub fn new(
-        config: &CallbackConfig,
-        urls: Arc<CallbackUrls>,
-        publisher: Arc<Publisher>,
-    ) -> reqwest::Result<Self> {
-        Ok(Self {
-            http: http::service_client(config.timeout)?,
+    pub fn new(config: &CallbackConfig, shared: Shared) -> reqwest::Result<Self> {
+        let Shared {
             urls,
-            retries: config.retries,
-            secret: config.secret.clone(),
             publisher,
+            auth,
+            listeners,
+        } = shared;
+        Ok(Self {
+            http: config.allow.client(config.timeout)?,
+            urls,
+            targets: Targets::new(config.per_target, config.backlog, config.cooldown),
+            retries: config.retries,
+            timeout: config.timeout,
+            auth,
+            publisher,
+            listeners,
+            watching: Mutex::new(None),
         })
     }
 
-    /// POSTs `body` to `url` until it is taken, refused for good, or the
-    /// retries are spent.
-    async fn deliver(&self, url: &Url, body: Bytes) -> Result<StatusCode, CallbackError> {
-        let signature = self.secret.as_ref().map(|secret| secret.sign(&body));
+    /// POSTs `body`, the answer for `correlation`, to `url` until it is
+    /// taken, refused for good, the retries are spent or the target goes
+    /// down.
+    async fn deliver(
+        &self,
+        url: &Url,
+        correlation: &str,
+        body: Bytes,
+    ) -> Result<StatusCode, CallbackError> {
+        let target = self.targets.of(url);
+        let _turn = target
+            .turn(self.timeout)
+            .await
+            .map_err(CallbackError::Unavailable)?;
+        let signed = self.auth.headers(Hop::Callback, correlation, &body);
         let attempt = || async {
+            if target.is_down() {
+                return Err(CallbackError::Unavailable(Unavailable::Down));
+            }
             let span = http::client_span("POST", url);
-            let mut request = self
+            let request = self
                 .http
                 .post(url.clone())
                 .headers(http::client_headers(&span))
+                .headers(signed.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
-            if let Some(signature) = &signature {
-                request = request.header(SIGNATURE_HEADER, signature);
-            }
             let sent = span.scope(request.send()).await;
             http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
             match sent?.status() {
@@ -177,7 +234,15 @@ impl Callbacks {
                     .with_max_times(self.retries),
             )
             .when(CallbackError::is_transient)
+            .notify(|error, _| mark_if_down(&target, error))
             .await
+            .inspect_err(|error| mark_if_down(&target, error))
+    }
+}
+
+fn mark_if_down(target: &Target, error: &CallbackError) {
+    if error.downs_the_target() {
+        target.mark_down();
     }
 }
 
@@ -190,14 +255,24 @@ impl Consumer for Callbacks {
             return Settle::DeadLetter(ResponseDeadLetter::Malformed);
         }
         let Some(url) = message::header(&delivery.properties, CALLBACK_URL_HEADER)
-            .and_then(|url| self.urls.parse(url))
+            .and_then(|url| self.urls.check(url).ok())
         else {
-            tracing::warn!("response without a valid callback URL; dead-lettering it");
+            tracing::warn!("response without an allowed callback URL; dead-lettering it");
             return Settle::DeadLetter(ResponseDeadLetter::NoCallbackUrl);
+        };
+        let Some(correlation) = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|id| id.to_string())
+            .filter(|id| common::wire::signature::correlation(Some(id)).is_ok())
+        else {
+            tracing::warn!("response without a valid correlation id; dead-lettering it");
+            return Settle::DeadLetter(ResponseDeadLetter::NoCorrelation);
         };
         // Sent as received: the listener's JSON is not parsed into a new body.
         let body = Bytes::from(std::mem::take(&mut delivery.data));
-        match self.deliver(&url, body).await {
+        match self.deliver(&url, &correlation, body).await {
             Ok(StatusCode::NOT_FOUND) => {
                 crate::metrics::callback_failed(CallbackFailure::UnknownId);
                 tracing::warn!(
@@ -214,12 +289,27 @@ impl Consumer for Callbacks {
         }
     }
 
-    fn session_started(&self, publisher: &Channel) {
+    async fn session_started(
+        &self,
+        connection: &Connection,
+        publisher: &Channel,
+    ) -> lapin::Result<()> {
+        let channel = connection.create_channel().await?;
+        let listeners = self.listeners.clone();
+        let watching = tokio::spawn(async move { listeners.poll(channel).await });
+        if let Some(previous) = self.watching.lock().expect("watch lock").replace(watching) {
+            previous.abort();
+        }
         self.publisher.set_channel(Some(publisher.clone()));
+        Ok(())
     }
 
     fn session_ended(&self) {
         self.publisher.set_channel(None);
+        if let Some(watching) = self.watching.lock().expect("watch lock").take() {
+            watching.abort();
+        }
+        self.listeners.forget();
     }
 }
 
@@ -227,36 +317,41 @@ impl Consumer for Callbacks {
 mod tests {
     use super::*;
 
+    fn urls(policy: &str, capacity: usize) -> CallbackUrls {
+        CallbackUrls::new(Arc::new(policy.parse().unwrap()), capacity)
+    }
+
     #[test]
     fn a_url_seen_before_is_the_same_url() {
-        let urls = CallbackUrls::new(4);
-        let first = urls.parse("http://public-web:3000/dispatch").unwrap();
-        let again = urls.parse("http://public-web:3000/dispatch").unwrap();
+        let urls = urls("http://public-web:3000", 4);
+        let first = urls.check("http://public-web:3000/dispatch").unwrap();
+        let again = urls.check("http://public-web:3000/dispatch").unwrap();
         assert_eq!(first, again);
         assert_eq!(again.port(), Some(3000));
     }
 
     #[test]
-    fn only_http_urls_are_callbacks() {
-        let urls = CallbackUrls::new(4);
-        assert!(urls.parse("https://public-web/dispatch").is_some());
+    fn only_allowed_urls_are_callbacks() {
+        let urls = urls("127.0.0.0/8", 4);
+        assert!(urls.check("http://127.0.0.1:3000/dispatch").is_ok());
         for bad in [
             "not a url",
-            "ftp://public-web/dispatch",
-            "mailto:ops@example.com",
+            "ftp://127.0.0.1/dispatch",
+            "http://u:p@127.0.0.1/dispatch",
+            "http://10.0.0.1/dispatch",
             "",
         ] {
-            assert_eq!(urls.parse(bad), None, "{bad:?}");
+            assert!(urls.check(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn the_map_stops_growing_at_its_capacity() {
-        let urls = CallbackUrls::new(2);
+        let urls = urls("127.0.0.0/8", 2);
         for port in 1..=5 {
             let text = format!("http://127.0.0.1:{port}/dispatch");
-            assert_eq!(urls.parse(&text).unwrap().port(), Some(port));
+            assert_eq!(urls.check(&text).unwrap().port(), Some(port));
         }
-        assert_eq!(urls.parsed.read().unwrap().len(), 2);
+        assert_eq!(urls.checked.read().unwrap().len(), 2);
     }
 }

@@ -1,10 +1,13 @@
 //! The dispatcher's configuration, read from the environment once, at start.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::{BrokerUrl, ConsumerConfig};
 use common::config::{self, ConfigError};
-use common::wire::CallbackSecret;
+use common::egress::EgressPolicy;
+use common::http::{InternalAuth, ServerLimits};
 
 use crate::routing::RoutingTable;
 
@@ -12,6 +15,12 @@ use crate::routing::RoutingTable;
 pub struct Config {
     /// The HTTP port (`PORT`); 0 picks a free one.
     pub port: u16,
+    /// The address it binds (`INTERNAL_BIND_ADDR`): every caller of the
+    /// dispatcher is another service.
+    pub bind: IpAddr,
+    /// Checks public-web's signed requests and signs callbacks
+    /// (`CALLBACK_SECRET`, `SIGNATURE_TOLERANCE_MS`).
+    pub auth: InternalAuth,
     /// Which queue each event type goes to (`ROUTES`).
     pub routes: RoutingTable,
     /// The broker (`AMQP_URL`).
@@ -29,6 +38,12 @@ pub struct Config {
     pub callbacks: CallbackConfig,
     /// The largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// How long a routed queue may have no consumer before its requests
+    /// are refused at once (`NO_LISTENER_GRACE_MS`).
+    pub no_listener_grace: Duration,
+    /// Connection limits (`HEADER_TIMEOUT_MS`, `IDLE_TIMEOUT_MS`,
+    /// `MAX_CONNECTIONS`, `MAX_HEADER_BYTES`).
+    pub limits: ServerLimits,
 }
 
 /// How responses are called back to public-web.
@@ -39,8 +54,33 @@ pub struct CallbackConfig {
     /// Extra attempts for a callback that failed in transit or with a 5xx
     /// (`CALLBACK_RETRIES`).
     pub retries: usize,
-    /// Signs every callback's body when set (`CALLBACK_SECRET`).
-    pub secret: Option<CallbackSecret>,
+    /// Where callbacks may go (`CALLBACK_ALLOW`): the public-web
+    /// instances' origins or networks.
+    pub allow: Arc<EgressPolicy>,
+    /// Callbacks in flight to one target at most
+    /// (`CALLBACK_TARGET_CONCURRENCY`).
+    pub per_target: usize,
+    /// Callbacks waiting for a turn at one target at most: half the
+    /// prefetch, so one target never holds every delivery.
+    pub backlog: usize,
+    /// How long a target that timed out or refused connections is not
+    /// called (`CALLBACK_TARGET_COOLDOWN_MS`).
+    pub cooldown: Duration,
+}
+
+/// `CALLBACK_ALLOW`, required outside the development mode (loopback
+/// there).
+fn callback_allow() -> Result<EgressPolicy, ConfigError> {
+    match config::parse::<EgressPolicy>("CALLBACK_ALLOW")? {
+        Some(policy) if !policy.is_empty() => Ok(policy),
+        _ if config::insecure_dev_mode()? => Ok(EgressPolicy::loopback()),
+        _ => Err(ConfigError::at(
+            "CALLBACK_ALLOW",
+            "",
+            "unset: name the public-web instances callbacks may go to \
+             (origins like http://public-web:3010, or networks like 10.0.0.0/8)",
+        )),
+    }
 }
 
 impl Config {
@@ -57,20 +97,28 @@ impl Config {
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
+        let prefetch = config::parse_or("PREFETCH", 512)?;
         Ok(Self {
             port: config::parse_or("PORT", crate::DEFAULT_PORT)?,
+            bind: config::internal_bind_addr()?,
+            auth: InternalAuth::from_env()?,
             routes: config::parse_or("ROUTES", RoutingTable::default())?,
             broker: BrokerUrl::from_env()?,
             response_queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
-            prefetch: config::parse_or("PREFETCH", 64)?,
+            prefetch,
             publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
             message_ttl: config::millis_or("MESSAGE_TTL_MS", 10_000)?,
             callbacks: CallbackConfig {
                 timeout: config::millis_or("CALLBACK_TIMEOUT_MS", 5_000)?,
                 retries: config::parse_or("CALLBACK_RETRIES", 3)?,
-                secret: CallbackSecret::from_env(),
+                allow: Arc::new(callback_allow()?),
+                per_target: config::parse_or("CALLBACK_TARGET_CONCURRENCY", 128)?,
+                backlog: usize::from(prefetch / 2),
+                cooldown: config::millis_or("CALLBACK_TARGET_COOLDOWN_MS", 5_000)?,
             },
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
+            no_listener_grace: config::millis_or("NO_LISTENER_GRACE_MS", 5_000)?,
+            limits: ServerLimits::from_env()?,
         })
     }
 }

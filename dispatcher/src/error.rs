@@ -4,14 +4,21 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::amqp::PublishError;
+use common::egress::EgressError;
+
+use crate::listeners::NoListener;
 use common::http::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error("no route for event type {0:?}")]
     UnknownType(String),
-    #[error("invalid callback URL: {0}")]
-    InvalidCallback(String),
+    #[error("no callback URL: the x-callback-url header is required")]
+    NoCallback,
+    #[error("callback URL refused: {0}")]
+    InvalidCallback(EgressError),
+    #[error(transparent)]
+    NoListener(#[from] NoListener),
     #[error("could not publish the event: {0}")]
     Publish(#[from] PublishError),
 }
@@ -22,7 +29,10 @@ impl IntoResponse for DispatchError {
             DispatchError::UnknownType(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event_type")
             }
-            DispatchError::InvalidCallback(_) => (StatusCode::BAD_REQUEST, "invalid_callback"),
+            DispatchError::NoCallback | DispatchError::InvalidCallback(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_callback")
+            }
+            DispatchError::NoListener(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_listener"),
             DispatchError::Publish(PublishError::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, "broker_timeout")
             }

@@ -10,12 +10,14 @@
 pub mod callback;
 pub mod config;
 pub mod error;
+pub mod listeners;
 pub mod metrics;
 pub mod publisher;
 pub mod routes;
 pub mod routing;
 pub mod startup;
 pub mod state;
+pub mod targets;
 
 pub const SERVICE_NAME: &str = "dispatcher";
 /// The HTTP port unless `PORT` says otherwise.

@@ -26,15 +26,23 @@ pub enum CallbackFailure {
     ServerError,
     /// Any other 4xx.
     Refused,
+    /// The target timed out or refused connections recently: not called
+    /// until its cooldown ends.
+    TargetDown,
+    /// The target already had its share of callbacks in flight and
+    /// waiting: the response was dead-lettered.
+    TargetBusy,
 }
 
 impl CallbackFailure {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::UnknownId,
         Self::Timeout,
         Self::Unreachable,
         Self::ServerError,
         Self::Refused,
+        Self::TargetDown,
+        Self::TargetBusy,
     ];
 
     pub fn label(self) -> &'static str {
@@ -44,6 +52,8 @@ impl CallbackFailure {
             Self::Unreachable => "unreachable",
             Self::ServerError => "server_error",
             Self::Refused => "refused",
+            Self::TargetDown => "target_down",
+            Self::TargetBusy => "target_busy",
         }
     }
 }

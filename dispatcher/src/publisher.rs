@@ -40,13 +40,16 @@ impl Publisher {
         *self.channel.write().expect("publisher lock") = channel;
     }
 
-    /// Publishes `event` to `queue`, naming `callback_url` as where its
-    /// answer goes, and waits for the broker's confirm.
+    /// Publishes `event` (whose JSON is `body`) to `queue` under
+    /// `correlation`, naming `callback_url` as where its answer goes, and
+    /// waits for the broker's confirm.
     pub async fn publish(
         &self,
         event: &Event,
+        body: &[u8],
         queue: &str,
-        callback_url: Option<&str>,
+        correlation: &str,
+        callback_url: &str,
     ) -> Result<(), PublishError> {
         let channel = self
             .channel
@@ -55,13 +58,12 @@ impl Publisher {
             .clone()
             .ok_or(PublishError::NotConnected)?;
         let mut headers = FieldTable::default();
-        if let Some(callback_url) = callback_url {
-            message::set_header(&mut headers, CALLBACK_URL_HEADER, callback_url);
-        }
+        message::set_header(&mut headers, CALLBACK_URL_HEADER, callback_url);
         let properties = event_properties(&event.id, &event.kind)
+            .with_correlation_id(correlation.into())
             .with_reply_to(self.reply_to.clone())
             .with_expiration(self.expiration.clone())
             .with_headers(headers);
-        amqp::publish_confirmed(&channel, queue, &event.to_vec(), properties, self.timeout).await
+        amqp::publish_confirmed(&channel, queue, body, properties, self.timeout).await
     }
 }

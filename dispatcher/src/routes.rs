@@ -1,10 +1,11 @@
-//! The dispatcher's HTTP handler: `POST /` routes an event by its type and
-//! publishes it.
+//! The dispatcher's HTTP handler: `POST /` takes a signed event from
+//! public-web, routes it by its type and publishes it.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::http::JsonEvent;
+use common::egress::EgressError;
+use common::http::{SignedEvent, SubmitHop};
 use common::wire::CALLBACK_URL_HEADER;
 use serde_json::{Value, json};
 
@@ -15,23 +16,33 @@ use crate::state::AppState;
 pub async fn accept(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonEvent(event): JsonEvent,
+    signed: SignedEvent<SubmitHop>,
 ) -> Result<(StatusCode, Json<Value>), DispatchError> {
+    let SignedEvent {
+        correlation,
+        event,
+        body,
+        ..
+    } = signed;
     let queue = state
         .routes
         .queue_for(&event.kind)
         .ok_or_else(|| DispatchError::UnknownType(event.kind.clone()))?;
-    let callback_url = match headers.get(CALLBACK_URL_HEADER) {
-        Some(callback) => Some(
-            callback
-                .to_str()
-                .ok()
-                .filter(|url| state.callback_urls.parse(url).is_some())
-                .ok_or_else(|| DispatchError::InvalidCallback(format!("{callback:?}")))?,
-        ),
-        None => None,
-    };
-    state.publisher.publish(&event, queue, callback_url).await?;
+    state.listeners.check(queue)?;
+    let callback_url = headers
+        .get(CALLBACK_URL_HEADER)
+        .ok_or(DispatchError::NoCallback)?
+        .to_str()
+        .map_err(|_| DispatchError::InvalidCallback(EgressError::NotAUrl))?;
+    state
+        .callback_urls
+        .check(callback_url)
+        .map_err(DispatchError::InvalidCallback)?;
+    // The body as public-web signed it: not serialised again.
+    state
+        .publisher
+        .publish(&event, &body, queue, &correlation, callback_url)
+        .await?;
     tracing::debug!(event_id = %event.id, queue, "event published");
     Ok((StatusCode::CREATED, Json(json!({"id": event.id}))))
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use common::amqp::{self, ConsumerConfig, Readiness};
-use common::http;
+use common::http::{self, ServerLimits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::callback::CallbackUrls;
-use crate::callback::Callbacks;
+use crate::callback::{CallbackUrls, Callbacks, Shared};
 use crate::config::Config;
+use crate::listeners::ListenerWatch;
 use crate::publisher::Publisher;
 use crate::routes;
 use crate::state::AppState;
@@ -28,6 +28,7 @@ pub struct Application {
     readiness: Readiness,
     max_body_bytes: usize,
     request_limit: Duration,
+    limits: ServerLimits,
 }
 
 impl Application {
@@ -35,24 +36,42 @@ impl Application {
         // Before any metric handle is taken: handles taken earlier stay no-ops.
         common::metrics::handle();
         crate::metrics::init();
-        let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
+        let listener = TcpListener::bind((config.bind, config.port)).await?;
         let publisher = Arc::new(Publisher::new(&config));
         let responses = config.responses();
-        let callback_urls = Arc::new(CallbackUrls::new(CallbackUrls::DEFAULT_CAPACITY));
-        let callbacks = Callbacks::new(&config.callbacks, callback_urls.clone(), publisher.clone())
-            .map_err(std::io::Error::other)?;
+        let callback_urls = Arc::new(CallbackUrls::new(
+            config.callbacks.allow.clone(),
+            CallbackUrls::DEFAULT_CAPACITY,
+        ));
+        let listeners = Arc::new(ListenerWatch::new(
+            config.routes.queues(),
+            config.no_listener_grace,
+        ));
+        let callbacks = Callbacks::new(
+            &config.callbacks,
+            Shared {
+                urls: callback_urls.clone(),
+                publisher: publisher.clone(),
+                auth: config.auth.clone(),
+                listeners: listeners.clone(),
+            },
+        )
+        .map_err(std::io::Error::other)?;
         Ok(Self {
             listener,
             state: AppState {
                 routes: Arc::new(config.routes),
                 publisher,
                 callback_urls,
+                listeners,
+                auth: config.auth,
             },
             responses,
             callbacks: Arc::new(callbacks),
             readiness: Readiness::default(),
             max_body_bytes: config.max_body_bytes,
             request_limit: config.publish_timeout + Duration::from_secs(5),
+            limits: config.limits,
         })
     }
 
@@ -71,6 +90,11 @@ impl Application {
             async move { amqp::consume::run(&responses, callbacks, &readiness, &shutdown).await }
         });
         tracing::info!(addr = %self.listener.local_addr()?, "dispatcher listening");
+        if !self.state.auth.is_enforced() {
+            tracing::warn!(
+                "INSECURE_DEV_MODE: POST / accepts unsigned requests and callbacks go unsigned; never run this way in a deployment"
+            );
+        }
         let readiness = self.readiness;
         let ready = http::readiness(move || {
             let ready = readiness.check("connected to RabbitMQ");
@@ -81,7 +105,7 @@ impl Application {
             .merge(http::operational_routes(ready))
             .with_state(self.state);
         let app = http::with_standard_layers(app, self.max_body_bytes, self.request_limit);
-        let served = http::serve(self.listener, app, shutdown).await;
+        let served = http::serve(self.listener, app, self.limits, shutdown).await;
         amqp.await.map_err(std::io::Error::other)?;
         served
     }

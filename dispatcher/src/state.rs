@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use common::http::{HasInternalAuth, InternalAuth};
+
 use crate::callback::CallbackUrls;
+use crate::listeners::ListenerWatch;
 use crate::publisher::Publisher;
 use crate::routing::RoutingTable;
 
@@ -10,6 +13,15 @@ use crate::routing::RoutingTable;
 pub struct AppState {
     pub routes: Arc<RoutingTable>,
     pub publisher: Arc<Publisher>,
-    /// Parsed callback URLs, shared with the callback sender.
+    /// Checked callback URLs, shared with the callback sender.
     pub callback_urls: Arc<CallbackUrls>,
+    /// Whether each routed queue has a consumer.
+    pub listeners: Arc<ListenerWatch>,
+    pub auth: InternalAuth,
+}
+
+impl HasInternalAuth for AppState {
+    fn internal_auth(&self) -> &InternalAuth {
+        &self.auth
+    }
 }

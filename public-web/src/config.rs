@@ -1,9 +1,10 @@
 //! public-web's configuration, read from the environment once, at start.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use common::config::{self, ConfigError};
-use common::wire::CallbackSecret;
+use common::http::{InternalAuth, ServerLimits};
 use reqwest::Url;
 
 #[derive(Debug, Clone)]
@@ -13,7 +14,8 @@ pub struct Config {
     /// Where events are forwarded (`DISPATCHER_URL`).
     pub dispatcher_url: Url,
     /// This instance's `/dispatch` URL as the dispatcher should call it
-    /// (`CALLBACK_URL`); derived from the bound port when unset.
+    /// (`CALLBACK_URL`); derived from the internal address and port when
+    /// unset.
     pub callback_url: Option<Url>,
     /// How long a parked request waits for its response
     /// (`REQUEST_TIMEOUT_MS`).
@@ -25,12 +27,17 @@ pub struct Config {
     /// How long the forward to the dispatcher may take
     /// (`DISPATCHER_TIMEOUT_MS`).
     pub dispatcher_timeout: Duration,
-    /// When set, `/dispatch` accepts only callbacks signed with it
-    /// (`CALLBACK_SECRET`).
-    pub callback_secret: Option<CallbackSecret>,
-    /// When set, `/dispatch` is served on this port only, apart from the
-    /// public routes (`DISPATCH_PORT`); 0 picks a free one.
-    pub dispatch_port: Option<u16>,
+    /// Signs forwards to the dispatcher and checks its callbacks
+    /// (`CALLBACK_SECRET`, `SIGNATURE_TOLERANCE_MS`).
+    pub auth: InternalAuth,
+    /// `/dispatch` is served on this port only, apart from the public
+    /// routes (`DISPATCH_PORT`); 0 picks a free one.
+    pub dispatch_port: u16,
+    /// The address the `/dispatch` port binds (`INTERNAL_BIND_ADDR`).
+    pub internal_bind: IpAddr,
+    /// Connection limits, shared by both ports (`HEADER_TIMEOUT_MS`,
+    /// `IDLE_TIMEOUT_MS`, `MAX_CONNECTIONS`, `MAX_HEADER_BYTES`).
+    pub limits: ServerLimits,
 }
 
 impl Config {
@@ -43,8 +50,10 @@ impl Config {
             max_pending: config::parse_or("MAX_PENDING", 100_000)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             dispatcher_timeout: config::millis_or("DISPATCHER_TIMEOUT_MS", 5_000)?,
-            callback_secret: CallbackSecret::from_env(),
-            dispatch_port: config::parse("DISPATCH_PORT")?,
+            auth: InternalAuth::from_env()?,
+            dispatch_port: config::parse_or("DISPATCH_PORT", 0)?,
+            internal_bind: config::internal_bind_addr()?,
+            limits: ServerLimits::from_env()?,
         })
     }
 }

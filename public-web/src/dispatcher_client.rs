@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use axum::http::header::CONTENT_TYPE;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use common::Event;
-use common::http::{self, ApiError};
-use common::wire::CALLBACK_URL_HEADER;
+use common::http::{self, ApiError, InternalAuth};
+use common::wire::{CALLBACK_URL_HEADER, Hop};
 use reqwest::Url;
 
 use crate::error::PublicWebError;
@@ -22,15 +23,18 @@ pub struct DispatcherClient {
     ready_url: Url,
     /// This instance's `/dispatch` URL, ready to send as a header.
     callback_url: HeaderValue,
+    /// Signs each forward.
+    auth: InternalAuth,
 }
 
 impl DispatcherClient {
     /// Calls to `dispatcher_url` bounded by `timeout`, naming
-    /// `callback_url` as where answers go.
+    /// `callback_url` as where answers go, signed with `auth`.
     pub fn new(
         dispatcher_url: &Url,
         callback_url: &Url,
         timeout: Duration,
+        auth: InternalAuth,
     ) -> reqwest::Result<Self> {
         Ok(Self {
             http: http::service_client(timeout)?,
@@ -40,6 +44,7 @@ impl DispatcherClient {
                 .expect("an http(s) URL joins a relative path"),
             callback_url: HeaderValue::from_str(callback_url.as_str())
                 .expect("a URL is a valid header value"),
+            auth,
         })
     }
 
@@ -48,23 +53,39 @@ impl DispatcherClient {
         &self.callback_url
     }
 
-    /// Hands `event` to the dispatcher, inside a CLIENT span. A refusal
-    /// keeps the dispatcher's status and JSON error (and `Retry-After`:
-    /// a client told to retry must be told when).
-    pub async fn forward(&self, event: &Event) -> Result<(), PublicWebError> {
+    /// Hands `event` to the dispatcher under `correlation`, signed,
+    /// inside a CLIENT span. A refusal keeps the dispatcher's status and
+    /// JSON error (and `Retry-After`: a client told to retry must be told
+    /// when).
+    pub async fn forward(&self, event: &Event, correlation: &str) -> Result<(), PublicWebError> {
         let span = http::client_span("POST", &self.submit_url);
+        let body = event.to_vec();
         let request = self
             .http
             .post(self.submit_url.clone())
             .headers(http::client_headers(&span))
+            .headers(self.auth.headers(Hop::Submit, correlation, &body))
             .header(CALLBACK_URL_HEADER, self.callback_url.clone())
-            .json(event);
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
         let sent = span.scope(request.send()).await;
         http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));
         let response = sent.map_err(PublicWebError::DispatcherUnreachable)?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // Not the client's fault, and not the client's business: the
+            // two services do not share the same secret.
+            tracing::error!(
+                "the dispatcher refused this instance's signature; is CALLBACK_SECRET the same on both?"
+            );
+            return Err(PublicWebError::DispatcherRefused(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "dispatcher_error",
+                "the dispatcher refused the forward",
+            )));
         }
         let retry_after = response
             .headers()

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use common::http::ApiError;
 use common::wire::{ErrorCode, HandlerError};
 
-use crate::pending::{NotWaiting, ParkError};
+use crate::pending::{Full, NotWaiting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublicWebError {
@@ -15,7 +15,7 @@ pub enum PublicWebError {
     #[error("the request was refused: {0}")]
     Rejected(ApiError),
     #[error(transparent)]
-    Park(#[from] ParkError),
+    Full(#[from] Full),
     #[error(transparent)]
     NotWaiting(#[from] NotWaiting),
     #[error("the dispatcher could not be reached: {0}")]
@@ -36,15 +36,15 @@ impl From<&PublicWebError> for ApiError {
     fn from(error: &PublicWebError) -> Self {
         let message = error.to_string();
         match error {
-            PublicWebError::Park(ParkError::Full(_)) => {
+            PublicWebError::Full(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
                     .with_retry_after(1)
             }
-            PublicWebError::Park(ParkError::DuplicateId(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "duplicate_id", message)
-            }
-            PublicWebError::NotWaiting(_) => {
+            PublicWebError::NotWaiting(NotWaiting::Unknown) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_id", message)
+            }
+            PublicWebError::NotWaiting(NotWaiting::OtherId(_)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "id_mismatch", message)
             }
             PublicWebError::DispatcherUnreachable(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "dispatcher_unreachable", message)

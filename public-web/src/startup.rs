@@ -18,11 +18,11 @@ use crate::pending::PendingRequests;
 use crate::routes;
 use crate::state::AppState;
 
-/// public-web bound to its port(s), ready to run.
+/// public-web bound to its ports, ready to run.
 pub struct Application {
     listener: TcpListener,
-    /// The internal listener for `/dispatch`, when `DISPATCH_PORT` is set.
-    internal: Option<TcpListener>,
+    /// The internal listener, for `/dispatch` only.
+    internal: TcpListener,
     state: Arc<AppState>,
 }
 
@@ -32,18 +32,16 @@ impl Application {
         common::metrics::handle();
         crate::metrics::init();
         let listener = TcpListener::bind(("0.0.0.0", config.port)).await?;
-        let internal = match config.dispatch_port {
-            Some(port) => Some(TcpListener::bind(("0.0.0.0", port)).await?),
-            None => None,
+        let internal = TcpListener::bind((config.internal_bind, config.dispatch_port)).await?;
+        let callback_url = match &config.callback_url {
+            Some(url) => url.clone(),
+            None => derived_callback_url(internal.local_addr()?),
         };
-        let port = internal.as_ref().unwrap_or(&listener).local_addr()?.port();
-        let callback_url = config.callback_url.clone().unwrap_or_else(|| {
-            Url::parse(&format!("http://127.0.0.1:{port}/dispatch")).expect("a loopback URL parses")
-        });
         let dispatcher = DispatcherClient::new(
             &config.dispatcher_url,
             &callback_url,
             config.dispatcher_timeout,
+            config.auth.clone(),
         )
         .map_err(std::io::Error::other)?;
         let state = Arc::new(AppState {
@@ -69,12 +67,11 @@ impl Application {
         self.state.pending.clone()
     }
 
-    /// Where `/dispatch` is served: the internal listener if any.
+    /// Where `/dispatch` is served.
     pub fn dispatch_addr(&self) -> SocketAddr {
         self.internal
-            .as_ref()
-            .map(|l| l.local_addr().expect("a bound listener has an address"))
-            .unwrap_or_else(|| self.local_addr())
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -82,23 +79,38 @@ impl Application {
             addr = %self.local_addr(),
             dispatch_addr = %self.dispatch_addr(),
             callback_url = ?self.state.dispatcher.callback_url(),
-            signed_callbacks = self.state.config.callback_secret.is_some(),
             "public-web listening"
         );
         let state = self.state;
+        if !state.config.auth.is_enforced() {
+            tracing::warn!(
+                "INSECURE_DEV_MODE: /dispatch accepts unsigned callbacks; never run this way in a deployment"
+            );
+        }
         let config = &state.config;
-        let Some(internal) = self.internal else {
-            let app = public_routes(state.clone()).merge(dispatch_routes(state.clone()));
-            return http::serve(self.listener, with_layers(app, config), shutdown).await;
-        };
         let internal_app = with_layers(dispatch_routes(state.clone()), config);
         let public_app = with_layers(public_routes(state.clone()), config);
         let (public, internal) = tokio::join!(
-            http::serve(self.listener, public_app, shutdown.clone()),
-            http::serve(internal, internal_app, shutdown),
+            http::serve(
+                self.listener,
+                public_app,
+                config.limits.clone(),
+                shutdown.clone()
+            ),
+            http::serve(self.internal, internal_app, config.limits.clone(), shutdown),
         );
         public.and(internal)
     }
+}
+
+/// The callback URL when none is configured: the internal listener's
+/// address, or loopback when it listens on every address.
+fn derived_callback_url(internal: SocketAddr) -> Url {
+    let host = match internal.ip() {
+        ip if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], internal.port())),
+        _ => internal,
+    };
+    Url::parse(&format!("http://{host}/dispatch")).expect("a socket address makes a URL")
 }
 
 /// The standard limits, with a whole-request limit above the parked-request
@@ -111,14 +123,10 @@ fn with_layers(app: Router, config: &Config) -> Router {
     )
 }
 
-/// `POST /dispatch`, behind the signature check when a secret is set.
+/// `POST /dispatch`, whose handler checks each callback's signature.
 fn dispatch_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dispatch", post(routes::dispatch))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            routes::require_signature,
-        ))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! Every class of bad input gets a clear JSON error with the right status,
 //! and the service goes on serving. Checked on both HTTP services.
 
+use common::wire::{CALLBACK_URL_HEADER, Hop};
 use integration_tests::*;
 use serde_json::Value;
 
@@ -93,10 +94,18 @@ fn cases(max_body: usize) -> Vec<Case> {
     ]
 }
 
-async fn assert_each_case_is_refused(url: &str, max_body: usize) {
+/// Sends each case to `url`, signed for `hop` when it is an internal
+/// endpoint (so that the case itself is what is refused).
+async fn assert_each_case_is_refused(url: &str, max_body: usize, hop: Option<Hop>) {
     let client = reqwest::Client::new();
     for case in cases(max_body) {
-        let mut request = client.post(url).body(case.body);
+        let mut request = client.post(url);
+        if let Some(hop) = hop {
+            request = request
+                .headers(test_auth().headers(hop, "bad-input", &case.body))
+                .header(CALLBACK_URL_HEADER, "http://127.0.0.1:9/dispatch");
+        }
+        let mut request = request.body(case.body);
         if let Some(content_type) = case.content_type {
             request = request.header("content-type", content_type);
         }
@@ -125,9 +134,8 @@ async fn assert_each_case_is_refused(url: &str, max_body: usize) {
 async fn public_web_refuses_each_class_of_bad_input_and_keeps_serving() {
     let topology = Topology::new();
     let stack = Stack::start(&topology).await;
-    assert_each_case_is_refused(&stack.public_web.url(), 64 * 1024).await;
-    assert_each_case_is_refused(&format!("{}/dispatch", stack.public_web.url()), 64 * 1024).await;
-    assert_each_case_is_refused(&format!("{}/ping", stack.public_web.url()), 64 * 1024).await;
+    assert_each_case_is_refused(&stack.public_web.url(), 64 * 1024, None).await;
+    assert_each_case_is_refused(&format!("{}/ping", stack.public_web.url()), 64 * 1024, None).await;
 
     let (status, body) = post_json(
         &reqwest::Client::new(),
@@ -143,14 +151,18 @@ async fn public_web_refuses_each_class_of_bad_input_and_keeps_serving() {
 async fn the_dispatcher_refuses_each_class_of_bad_input_and_keeps_serving() {
     let topology = Topology::new();
     let stack = Stack::start(&topology).await;
-    assert_each_case_is_refused(&stack.dispatcher.url(), 64 * 1024).await;
+    assert_each_case_is_refused(&stack.dispatcher.url(), 64 * 1024, Some(Hop::Submit)).await;
 
     let client = reqwest::Client::new();
+    let body =
+        serde_json::json!({"id": "bad-callback", "type": "PingRequest", "data": {}}).to_string();
     for callback in ["not a url", "ftp://public-web/dispatch"] {
         let response = client
             .post(stack.dispatcher.url())
+            .headers(test_auth().headers(Hop::Submit, "bad-input", body.as_bytes()))
             .header("x-callback-url", callback)
-            .json(&ping_body())
+            .header("content-type", "application/json")
+            .body(body.clone())
             .send()
             .await
             .unwrap();

@@ -94,20 +94,6 @@ async fn is_ready(client: &reqwest::Client, base: &str) -> bool {
         .is_ok_and(|response| response.status().is_success())
 }
 
-/// Polls `condition` every 25 ms until it holds; panics naming `what`
-/// after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test]
 async fn every_service_recovers_by_itself_from_a_broker_restart_under_load() {
     const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -435,7 +421,11 @@ impl Gate {
 #[tokio::test]
 async fn responses_for_a_restarted_public_web_are_404_logged_counted_and_acked_once() {
     let topology = Topology::new();
-    let (mut dispatcher, public_web) = spawn_front_processes(&topology, &[]).await;
+    // The internal port is fixed, so the restarted public-web's callback
+    // URL is the one the parked request's response carries.
+    let dispatch_port = free_port().to_string();
+    let internal = env(&[("DISPATCH_PORT", &dispatch_port)]);
+    let (mut dispatcher, public_web) = spawn_front_processes(&topology, &internal).await;
     let gate = Gate::new();
     let listener = spawn_listener(listener_config(&topology, &amqp_url()), gate.handler()).await;
     wait_ready(&listener.url()).await;
@@ -472,7 +462,7 @@ async fn responses_for_a_restarted_public_web_are_404_logged_counted_and_acked_o
         outcome.is_err(),
         "the connection died with public-web: {outcome:?}"
     );
-    let public_web = spawn_public_web_process(port, &dispatcher.url(), &[]).await;
+    let public_web = spawn_public_web_process(port, &dispatcher.url(), &internal).await;
     wait_ready(&public_web.url()).await;
     gate.release_all();
 
@@ -537,8 +527,22 @@ async fn a_response_delivered_twice_answers_once_and_the_duplicate_is_a_harmless
     })
     .await;
 
+    // The request as the dispatcher queued it: where and under which
+    // correlation id its answer goes.
     let connection = connect().await;
     let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
+    let queued = channel
+        .basic_get(
+            topology.request_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the request is queued");
+    let correlation = queued.properties.correlation_id().clone().unwrap();
+    let callback = amqp::message::header(&queued.properties, CALLBACK_URL_HEADER)
+        .unwrap()
+        .to_owned();
     // A field the envelope does not know: public-web hands the body on as
     // received, so it reaches the client.
     let response = json!({
@@ -549,10 +553,9 @@ async fn a_response_delivered_twice_answers_once_and_the_duplicate_is_a_harmless
     });
     for _ in 0..2 {
         let mut headers = FieldTable::default();
-        let callback = format!("{}/dispatch", public_web.url());
         amqp::message::set_header(&mut headers, CALLBACK_URL_HEADER, &callback);
         let properties = amqp::message::event_properties(&id, "PingResponse")
-            .with_correlation_id(id.as_str().into())
+            .with_correlation_id(correlation.clone())
             .with_headers(headers);
         channel
             .basic_publish(

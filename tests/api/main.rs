@@ -4,10 +4,11 @@
 
 mod bad_input;
 mod broker;
-mod callback_auth;
+mod connections;
 mod faults;
 mod overload;
 mod prime;
 mod round_trip;
 mod scenario;
 mod telemetry;
+mod trust;

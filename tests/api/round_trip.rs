@@ -173,19 +173,6 @@ async fn parked_requests_are_capped_with_503_and_retry_after() {
 }
 
 #[tokio::test]
-async fn a_response_for_an_unknown_id_is_404() {
-    let (public_web, _pending) = spawn_public_web(public_web_config("http://127.0.0.1:9")).await;
-    let (status, body) = post_json(
-        &reqwest::Client::new(),
-        &format!("{}/dispatch", public_web.url()),
-        &json!({"id": "nobody-waits", "type": "PingResponse", "data": {}}),
-    )
-    .await;
-    assert_eq!(status, 404);
-    assert_eq!(body["error"]["code"], "unknown_id");
-}
-
-#[tokio::test]
 async fn an_unreachable_dispatcher_is_a_fast_502() {
     // Port 9 (discard) has no listener here: connections are refused.
     let (public_web, pending) = spawn_public_web(public_web_config("http://127.0.0.1:9")).await;
@@ -282,4 +269,50 @@ async fn public_web_speaks_h2c_so_many_requests_can_share_a_connection() {
         assert_eq!(response.status(), 200);
     }
     assert!(stack.pending.is_empty());
+}
+
+#[tokio::test]
+async fn a_route_nobody_consumes_is_a_fast_503_after_the_grace() {
+    let topology = Topology::new();
+    // PingRequest's queue has no listener at all.
+    let mut config = dispatcher_config(&topology, &amqp_url());
+    config.no_listener_grace = Duration::from_secs(1);
+    let dispatcher = spawn_dispatcher(config).await;
+    let mut config = public_web_config(&dispatcher.url());
+    config.request_timeout = Duration::from_secs(10);
+    let (public_web, pending) = spawn_public_web(config).await;
+    wait_ready(&dispatcher.url()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(public_web.url())
+        .json(&ping_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_listener", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not after the timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(pending.is_empty());
+
+    // A listener that starts is found within a poll: requests flow again.
+    let _listener = spawn_listener(
+        listener_config(&topology, &amqp_url()),
+        ping_listener::handle,
+    )
+    .await;
+    wait_for("the listener is seen", Duration::from_secs(5), || async {
+        post_json(&reqwest::Client::new(), &public_web.url(), &ping_body())
+            .await
+            .0
+            == 200
+    })
+    .await;
 }

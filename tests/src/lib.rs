@@ -9,13 +9,16 @@ pub mod otlp;
 pub mod ports;
 pub mod processes;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::Event;
 use common::amqp::ConsumerConfig;
+use common::egress::EgressPolicy;
+use common::http::{InternalAuth, ServerLimits};
 use common::listener::{Handler, Listener, ListenerConfig};
+use common::wire::InternalSecret;
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -166,6 +169,28 @@ impl Running {
     }
 }
 
+/// The secret the tests' services share.
+pub const TEST_SECRET: &str = "integration-tests-internal-secret";
+
+/// Internal-hop authentication with [`TEST_SECRET`].
+pub fn test_auth() -> InternalAuth {
+    InternalAuth::new(
+        Some(InternalSecret::new(TEST_SECRET)),
+        InternalAuth::DEFAULT_TOLERANCE,
+    )
+}
+
+/// Connection limits as the services' defaults, with a cap the test
+/// process's descriptors allow.
+pub fn test_limits() -> ServerLimits {
+    ServerLimits::new(
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        16 * 1024,
+        4096,
+    )
+}
+
 /// The dispatcher's configuration for `topology`, on a free port.
 pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::config::Config {
     dispatcher_config_routing(
@@ -183,18 +208,25 @@ pub fn dispatcher_config_routing(
 ) -> dispatcher::config::Config {
     dispatcher::config::Config {
         port: 0,
+        bind: Ipv4Addr::LOCALHOST.into(),
+        auth: test_auth(),
         routes: routes.parse().expect("routes"),
         broker: amqp_url.parse().expect("an AMQP URL"),
         response_queue: response_queue.to_owned(),
-        prefetch: 64,
+        prefetch: 512,
         publish_timeout: Duration::from_secs(5),
         message_ttl: Duration::from_secs(10),
         callbacks: dispatcher::config::CallbackConfig {
             timeout: Duration::from_secs(5),
             retries: 3,
-            secret: None,
+            allow: Arc::new(EgressPolicy::loopback()),
+            per_target: 128,
+            backlog: 256,
+            cooldown: Duration::from_secs(5),
         },
         max_body_bytes: 64 * 1024,
+        no_listener_grace: Duration::from_secs(5),
+        limits: test_limits(),
     }
 }
 
@@ -222,6 +254,7 @@ pub fn listener_config_for(queue: &str, amqp_url: &str) -> ListenerConfig {
             prefetch: 16,
         },
         publish_timeout: Duration::from_secs(5),
+        limits: test_limits(),
     }
 }
 
@@ -241,8 +274,10 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
         max_pending: 100_000,
         max_body_bytes: 64 * 1024,
         dispatcher_timeout: Duration::from_secs(5),
-        callback_secret: None,
-        dispatch_port: None,
+        auth: test_auth(),
+        dispatch_port: 0,
+        internal_bind: Ipv4Addr::LOCALHOST.into(),
+        limits: test_limits(),
     }
 }
 
@@ -301,6 +336,23 @@ pub async fn wait_ready(base: &str) {
             "{base} not ready within 20 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `condition` every 25 ms until it holds; panics naming `what`
+/// after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

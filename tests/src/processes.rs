@@ -27,7 +27,7 @@ fn target_dir() -> PathBuf {
 /// The path of a workspace binary. The service binaries are (re)built once
 /// per test process, so a test never runs a stale build; when they are up
 /// to date that is a no-op.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let mut cargo = std::process::Command::new(env!("CARGO"));
@@ -61,11 +61,41 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     pub async fn spawn(name: &'static str, port: u16, env: &[(String, String)]) -> Self {
+        Self::spawn_with_fd_limit(name, port, env, None).await
+    }
+
+    /// [`spawn`](Self::spawn), with the process's file-descriptor limit
+    /// lowered to `fd_limit` when given.
+    pub async fn spawn_with_fd_limit(
+        name: &'static str,
+        port: u16,
+        env: &[(String, String)],
+        fd_limit: Option<u64>,
+    ) -> Self {
         let mut command = Command::new(binary(name));
+        if let Some(limit) = fd_limit {
+            // SAFETY: between fork and exec the closure only calls
+            // setrlimit, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let lowered = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
+            .env("CALLBACK_SECRET", crate::TEST_SECRET)
+            .env("CALLBACK_ALLOW", "127.0.0.0/8")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -61,8 +61,15 @@ pub trait Consumer: Send + Sync + 'static {
     ) -> impl Future<Output = Settle<Self::Reason>> + Send;
 
     /// A session is up (queues declared, the confirm channel open), before
-    /// its first delivery.
-    fn session_started(&self, _publisher: &Channel) {}
+    /// its first delivery; `connection` can open channels of the
+    /// consumer's own. An error ends the session.
+    fn session_started(
+        &self,
+        _connection: &Connection,
+        _publisher: &Channel,
+    ) -> impl Future<Output = lapin::Result<()>> + Send {
+        async { Ok(()) }
+    }
 
     /// The session has ended; its channels are closed.
     fn session_ended(&self) {}
@@ -129,7 +136,9 @@ impl<C: Consumer> Run<'_, C> {
             topology::declare_queue(&channel, queue).await?;
         }
         let publisher = publish::confirm_channel(&connection).await?;
-        self.consumer.session_started(&publisher);
+        self.consumer
+            .session_started(&connection, &publisher)
+            .await?;
         let consumed = self.consume(&connection, &channel, &publisher).await;
         self.consumer.session_ended();
         consumed?;

@@ -35,7 +35,7 @@ pub fn client_span(method: &'static str, url: &reqwest::Url) -> HopSpan {
         || {
             vec![
                 KeyValue::new("http.request.method", method),
-                KeyValue::new("url.full", url.as_str().to_owned()),
+                KeyValue::new("url.full", redacted(url)),
                 KeyValue::new(
                     "server.address",
                     url.host_str().unwrap_or_default().to_owned(),
@@ -47,6 +47,19 @@ pub fn client_span(method: &'static str, url: &reqwest::Url) -> HopSpan {
             ]
         },
     )
+}
+
+/// `url` as `url.full` may show it: credentials replaced by `REDACTED`,
+/// as OpenTelemetry's semantic conventions ask.
+fn redacted(url: &reqwest::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.as_str().to_owned();
+    }
+    let mut shown = url.clone();
+    // Only fails for URLs that cannot have credentials, which had none.
+    let _ = shown.set_username("REDACTED");
+    let _ = shown.set_password(Some("REDACTED"));
+    shown.into()
 }
 
 /// Headers carrying `span`'s trace context to the callee.
@@ -98,6 +111,17 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("error sending request")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn credentials_never_reach_url_full() {
+        let url = reqwest::Url::parse("http://user:hunter2@host:1/dispatch?q=1").unwrap();
+        assert_eq!(
+            redacted(&url),
+            "http://REDACTED:REDACTED@host:1/dispatch?q=1"
+        );
+        let plain = reqwest::Url::parse("http://host:1/dispatch").unwrap();
+        assert_eq!(redacted(&plain), "http://host:1/dispatch");
+    }
 
     #[test]
     fn error_chain_names_every_cause() {

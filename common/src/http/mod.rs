@@ -6,23 +6,26 @@
 mod client;
 mod error;
 mod extract;
+mod internal;
 mod observe;
 mod probes;
+mod serve;
 
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
+use tower::timeout::TimeoutLayer;
 
 pub use client::{client_headers, client_span, error_chain, record_client_outcome, service_client};
 pub use error::{ApiError, not_found};
 pub use extract::{ApiJson, JsonEvent};
+pub use internal::{CallbackHop, HasInternalAuth, InternalAuth, SignedEvent, SignedHop, SubmitHop};
 use observe::ObserveLayer;
 pub use probes::{ReadinessCheck, operational_routes, readiness};
+pub use serve::{FD_RESERVE, ServerLimits, raise_fd_limit, serve};
 
 /// What every service applies to inbound HTTP: a body size cap (413
 /// beyond it), a whole-request timeout, a server span and metrics per
@@ -35,22 +38,16 @@ pub fn with_standard_layers(router: Router, max_body_bytes: usize, timeout: Dura
     router.fallback(not_found).layer(
         tower::ServiceBuilder::new()
             .layer(ObserveLayer)
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                timeout,
+            .layer(HandleErrorLayer::new(
+                move |_: tower::BoxError| async move {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("the request took longer than {} ms", timeout.as_millis()),
+                    )
+                },
             ))
+            .layer(TimeoutLayer::new(timeout))
             .layer(DefaultBodyLimit::max(max_body_bytes)),
     )
-}
-
-/// Serves `app` on `listener` until `shutdown` fires, then stops accepting
-/// and lets requests in flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

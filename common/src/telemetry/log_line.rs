@@ -1,4 +1,11 @@
-//! Log lines on stdout that name the trace they were written in.
+//! Log lines on stdout that name the trace they were written in, and that
+//! no logged value can forge.
+//!
+//! Logged fields carry client input (event ids and types, URLs, error
+//! messages). A newline in one would start a line of the attacker's
+//! choosing, an escape sequence would rewrite the terminal; so text lines
+//! have every control character in their fields escaped
+//! ([`EscapedFields`]). JSON lines are escaped by the JSON encoder.
 //!
 //! The stdout layer sees events only, never spans: formatting every span's
 //! fields when the span opens (what a fmt layer does for the spans it sees)
@@ -21,6 +28,7 @@ use std::fmt::{self, Write as _};
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::Context;
@@ -91,6 +99,43 @@ where
     }
 }
 
+/// Field formatting that escapes every control character the fields
+/// `inner` formats would write: `\n`, `\r`, `\t` by name, the others as
+/// `\u{..}`.
+pub(super) struct EscapedFields<N>(pub(super) N);
+
+impl<'writer, N> FormatFields<'writer> for EscapedFields<N>
+where
+    N: for<'a> FormatFields<'a>,
+{
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut raw = String::with_capacity(128);
+        self.0.format_fields(Writer::new(&mut raw), fields)?;
+        write_escaped(&mut writer, &raw)
+    }
+}
+
+/// Writes `text` with its control characters escaped.
+fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    let mut rest = text;
+    while let Some(at) = rest.find(char::is_control) {
+        out.write_str(&rest[..at])?;
+        let control = rest[at..].chars().next().expect("found a char there");
+        match control {
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            other => write!(out, "\\u{{{:x}}}", u32::from(other))?,
+        }
+        rest = &rest[at + control.len_utf8()..];
+    }
+    out.write_str(rest)
+}
+
 /// The trace of the span the current line is written in, if it is traced.
 fn current_trace_id() -> Option<TraceId> {
     if !super::hop::enabled() {
@@ -158,6 +203,54 @@ mod tests {
                 "2026-11-30T00:00:00Z  INFO dispatcher: event published queue=\"q\" trace_id={TRACE}\n"
             )
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        write_escaped(
+            &mut out,
+            "id=x\n2026-12-02T00:00:00Z  INFO public_web: FAKE\u{1b}[2J\r\t\u{85}é",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "id=x\\n2026-12-02T00:00:00Z  INFO public_web: FAKE\\u{1b}[2J\\r\\t\\u{85}é"
+        );
+    }
+
+    #[test]
+    fn a_forged_line_stays_inside_its_field() {
+        use tracing_subscriber::fmt::format::DefaultFields;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .fmt_fields(EscapedFields(DefaultFields::new()))
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let id = "x\n2026-12-02T00:00:00Z  INFO public_web: FAKE admin login ok\u{1b}[2J";
+            tracing::warn!(event_id = %id, "no response in time");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("event_id=x\\n2026"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
     }
 
     #[test]

@@ -19,13 +19,15 @@
 //!
 //! # HTTP
 //!
-//! - public-web → dispatcher: `POST /` with the event and
-//!   [`CALLBACK_URL_HEADER`], the `/dispatch` URL of the public-web instance
-//!   that waits for the answer (http or https).
+//! - public-web → dispatcher: `POST /` with the event,
+//!   [`CALLBACK_URL_HEADER`] (the `/dispatch` URL of the public-web
+//!   instance that waits for the answer) and [`CORRELATION_HEADER`], a
+//!   server-made, unguessable id of the parked request; signed
+//!   ([`signature`]).
 //! - dispatcher → public-web: `POST <callback URL>` with the response
-//!   event, signed in [`SIGNATURE_HEADER`] when a secret is shared
-//!   ([`CallbackSecret`]). public-web answers `204`, or `404` when no one
-//!   waits for that id any more.
+//!   event and the response's correlation id, signed the same way.
+//!   public-web answers `204`, or `404` when no one waits for that
+//!   correlation id any more.
 //! - Every error answer, from any service, has the body [`ErrorBody`]:
 //!   `{"error": {"code": "...", "message": "..."}}`.
 //! - Every traced answer carries its trace id in [`TRACE_ID_HEADER`].
@@ -42,15 +44,16 @@
 //! A request message, published by the dispatcher to the default exchange
 //! with the queue as routing key, has the event as its body and the
 //! properties `content_type: application/json`, `message_id` (the event
-//! id), `type` (the event type), `reply_to` (the response queue),
-//! `expiration` (no one waits longer) and the header [`CALLBACK_URL_HEADER`].
+//! id), `type` (the event type), `correlation_id` (the parked request's
+//! correlation id), `reply_to` (the response queue), `expiration` (no one
+//! waits longer) and the header [`CALLBACK_URL_HEADER`].
 //!
 //! A listener consumes with manual acks and a bounded prefetch and, for
 //! each request:
 //! 1. publishes the response event to the default exchange with routing
-//!    key `reply_to`, `correlation_id` = the request event's `id` (the
-//!    same as the request's `message_id`),
-//!    `message_id`/`type` of the response, and the request's
+//!    key `reply_to`, `correlation_id` copied from the request (the
+//!    request event's `id` when it has none), `message_id`/`type` of the
+//!    response (whose `id` is the request's), and the request's
 //!    [`CALLBACK_URL_HEADER`] copied onto it, and waits for the broker's
 //!    publisher confirm;
 //! 2. then acks the request. A message that is not an event, or has no
@@ -64,19 +67,16 @@
 
 mod error;
 mod event;
-mod signature;
+pub mod signature;
 
 pub use error::{ERROR_EVENT_TYPE, ErrorBody, ErrorCode, ErrorDetail, HandlerError};
 pub use event::{EnvelopeError, Event, EventInput, MAX_NAME_LEN, ParseError};
-pub use signature::CallbackSecret;
+pub use signature::{CORRELATION_HEADER, Hop, InternalSecret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The `/dispatch` URL of the public-web instance waiting for an answer:
 /// an HTTP header from public-web to the dispatcher, then an AMQP header on
 /// the request and on its response.
 pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
-
-/// The HMAC of a callback's body (see [`CallbackSecret`]).
-pub const SIGNATURE_HEADER: &str = "x-callback-signature";
 
 /// The response header that tells the client its request's trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";

@@ -1,84 +1,314 @@
-//! Proof that a `/dispatch` callback comes from a dispatcher.
+//! Proof that an internal request comes from a peer service of this
+//! deployment, made once and checked the same way on both internal hops.
 //!
-//! public-web and the dispatcher share `CALLBACK_SECRET`. The dispatcher
-//! sends `x-callback-signature: sha256=<hex HMAC-SHA256 of the body>`;
-//! public-web recomputes it and compares in constant time. Without it,
-//! anyone who can reach `/dispatch` could answer other clients' requests.
+//! public-web's `POST /` to the dispatcher and the dispatcher's callback to
+//! `/dispatch` each carry three headers: [`CORRELATION_HEADER`] (the parked
+//! request the message is about), [`TIMESTAMP_HEADER`] (Unix seconds) and
+//! [`SIGNATURE_HEADER`]: `v1=<hex HMAC-SHA256>` of
+//! `"<hop>\n<timestamp>\n<correlation>\n" + body` under the shared secret.
+//! The hop name keeps a signed request from being replayed as a callback,
+//! the timestamp bounds how long a captured message stays usable (the
+//! tolerance allows for clock skew), and the correlation id binds the
+//! signature to one parked request, which accepts one answer.
+//!
+//! The secret is required: a service without one refuses to start unless
+//! [`crate::config::insecure_dev_mode`] is on.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-const SCHEME: &str = "sha256=";
+use crate::config::{self, ConfigError};
 
-/// The shared secret.
-#[derive(Clone)]
-pub struct CallbackSecret(Arc<[u8]>);
+/// The parked request a message answers or asks about.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// When the message was signed, in Unix seconds.
+pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
+/// `v1=<hex HMAC-SHA256>` of the signed content.
+pub const SIGNATURE_HEADER: &str = "x-signature";
 
-impl std::fmt::Debug for CallbackSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallbackSecret(***)")
+const SCHEME: &str = "v1=";
+
+/// The longest correlation id accepted; public-web makes 32 hex digits.
+pub const MAX_CORRELATION_LEN: usize = 64;
+
+/// Which internal hop a signature is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// public-web → dispatcher `POST /`.
+    Submit,
+    /// dispatcher → public-web `POST /dispatch`.
+    Callback,
+}
+
+impl Hop {
+    fn label(self) -> &'static str {
+        match self {
+            Hop::Submit => "submit",
+            Hop::Callback => "callback",
+        }
     }
 }
 
-impl CallbackSecret {
+/// Why an internal request's signature is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("the {0} header is missing")]
+    Missing(&'static str),
+    #[error("the {0} header is malformed")]
+    Malformed(&'static str),
+    #[error("the signature is {0} s away from this service's clock, beyond the tolerance")]
+    OutsideTolerance(u64),
+    #[error("the signature does not match the shared secret and the content")]
+    Mismatch,
+}
+
+/// The three headers of a signed message, as received.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Claimed<'a> {
+    pub correlation: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// The secret every internal hop is signed with (`CALLBACK_SECRET`, or the
+/// file `CALLBACK_SECRET_FILE` names).
+#[derive(Clone)]
+pub struct InternalSecret(Arc<[u8]>);
+
+impl std::fmt::Debug for InternalSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalSecret(***)")
+    }
+}
+
+impl InternalSecret {
+    /// Shorter secrets are refused at start: they can be guessed offline
+    /// from one captured signature.
+    pub const MIN_LEN: usize = 16;
+
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
         Self(secret.as_ref().into())
     }
 
-    /// `CALLBACK_SECRET`, if set.
-    pub fn from_env() -> Option<Self> {
-        crate::config::var("CALLBACK_SECRET").map(Self::new)
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
-    }
-
-    /// The signature header value for `body`.
-    pub fn sign(&self, body: &[u8]) -> String {
-        let mut mac = self.mac();
-        mac.update(body);
-        format!("{SCHEME}{}", hex::encode(mac.finalize().into_bytes()))
-    }
-
-    /// Whether `signature` (the header value) signs `body`.
-    pub fn verify(&self, body: &[u8], signature: Option<&str>) -> bool {
-        let Some(expected) = signature
-            .and_then(|s| s.strip_prefix(SCHEME))
-            .and_then(|hex_digest| hex::decode(hex_digest).ok())
-        else {
-            return false;
+    /// The configured secret; `None` only in the insecure development
+    /// mode. A missing or too short secret is an error otherwise.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        let secret = match (
+            config::var("CALLBACK_SECRET"),
+            config::var("CALLBACK_SECRET_FILE"),
+        ) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|error| ConfigError::invalid("CALLBACK_SECRET_FILE", &path, error))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
         };
-        let mut mac = self.mac();
-        mac.update(body);
-        mac.verify_slice(&expected).is_ok()
+        match secret {
+            Some(secret) if secret.len() >= Self::MIN_LEN => Ok(Some(Self::new(secret))),
+            Some(_) => Err(ConfigError::at(
+                "CALLBACK_SECRET",
+                "",
+                format!("shorter than {} bytes", Self::MIN_LEN),
+            )),
+            None if config::insecure_dev_mode()? => Ok(None),
+            None => Err(ConfigError::at(
+                "CALLBACK_SECRET",
+                "",
+                "unset: internal hops must be signed (set CALLBACK_SECRET or \
+                 CALLBACK_SECRET_FILE, or INSECURE_DEV_MODE=true for a local experiment)",
+            )),
+        }
     }
+
+    fn mac(&self, hop: Hop, timestamp: &str, correlation: &str, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        for part in [hop.label(), timestamp, correlation] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac.update(body);
+        mac
+    }
+
+    /// The signature header value for `body` about `correlation`, signed
+    /// at `timestamp` (Unix seconds).
+    pub fn sign(&self, hop: Hop, timestamp: u64, correlation: &str, body: &[u8]) -> String {
+        let digest = self
+            .mac(hop, &timestamp.to_string(), correlation, body)
+            .finalize()
+            .into_bytes();
+        format!("{SCHEME}{}", hex::encode(digest))
+    }
+
+    /// Checks `claimed` against `body` at `now` (Unix seconds), in
+    /// constant time; returns the correlation id it vouches for.
+    pub fn verify<'a>(
+        &self,
+        hop: Hop,
+        claimed: Claimed<'a>,
+        body: &[u8],
+        now: u64,
+        tolerance: Duration,
+    ) -> Result<&'a str, SignatureError> {
+        let correlation = correlation(claimed.correlation)?;
+        let timestamp = claimed
+            .timestamp
+            .ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
+        let signed_at: u64 = timestamp
+            .parse()
+            .map_err(|_| SignatureError::Malformed(TIMESTAMP_HEADER))?;
+        let expected = claimed
+            .signature
+            .ok_or(SignatureError::Missing(SIGNATURE_HEADER))?
+            .strip_prefix(SCHEME)
+            .and_then(|digest| hex::decode(digest).ok())
+            .ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
+        self.mac(hop, timestamp, correlation, body)
+            .verify_slice(&expected)
+            .map_err(|_| SignatureError::Mismatch)?;
+        // Checked after the MAC, so an unsigned probe learns nothing about
+        // this service's clock.
+        let skew = now.abs_diff(signed_at);
+        if skew > tolerance.as_secs() {
+            return Err(SignatureError::OutsideTolerance(skew));
+        }
+        Ok(correlation)
+    }
+}
+
+/// A correlation id as a header carries it: printable ASCII without
+/// separators, at most [`MAX_CORRELATION_LEN`] bytes.
+pub fn correlation(value: Option<&str>) -> Result<&str, SignatureError> {
+    let value = value.ok_or(SignatureError::Missing(CORRELATION_HEADER))?;
+    let well_formed = !value.is_empty()
+        && value.len() <= MAX_CORRELATION_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed
+        .then_some(value)
+        .ok_or(SignatureError::Malformed(CORRELATION_HEADER))
+}
+
+/// Now, in Unix seconds, as signatures count time.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TOLERANCE: Duration = Duration::from_secs(30);
+    const BODY: &[u8] = br#"{"id":"1","type":"PingResponse"}"#;
+
+    fn claimed<'a>(correlation: &'a str, timestamp: &'a str, signature: &'a str) -> Claimed<'a> {
+        Claimed {
+            correlation: Some(correlation),
+            timestamp: Some(timestamp),
+            signature: Some(signature),
+        }
+    }
+
     #[test]
-    fn a_signature_verifies_only_its_body_and_secret() {
-        let secret = CallbackSecret::new("s3cret");
-        let signature = secret.sign(b"{\"id\":\"1\"}");
-        assert!(signature.starts_with("sha256="));
-        assert!(secret.verify(b"{\"id\":\"1\"}", Some(&signature)));
-        assert!(!secret.verify(b"{\"id\":\"2\"}", Some(&signature)));
-        assert!(!CallbackSecret::new("other").verify(b"{\"id\":\"1\"}", Some(&signature)));
-        assert!(!secret.verify(b"{\"id\":\"1\"}", None));
-        assert!(!secret.verify(b"{\"id\":\"1\"}", Some("sha256=zz")));
-        assert!(!secret.verify(b"{\"id\":\"1\"}", Some(&signature[7..])));
+    fn a_signature_verifies_its_hop_time_correlation_body_and_secret() {
+        let secret = InternalSecret::new("0123456789abcdef");
+        let signature = secret.sign(Hop::Callback, 1000, "c0ffee", BODY);
+        assert!(signature.starts_with("v1="));
+        let ok = claimed("c0ffee", "1000", &signature);
+        assert_eq!(
+            secret.verify(Hop::Callback, ok, BODY, 1010, TOLERANCE),
+            Ok("c0ffee")
+        );
+        let mismatch = Err(SignatureError::Mismatch);
+        assert_eq!(
+            secret.verify(Hop::Submit, ok, BODY, 1010, TOLERANCE),
+            mismatch
+        );
+        assert_eq!(
+            secret.verify(Hop::Callback, ok, b"{}", 1010, TOLERANCE),
+            mismatch
+        );
+        let other_id = claimed("c0ffef", "1000", &signature);
+        assert_eq!(
+            secret.verify(Hop::Callback, other_id, BODY, 1010, TOLERANCE),
+            mismatch
+        );
+        let other_time = claimed("c0ffee", "1001", &signature);
+        assert_eq!(
+            secret.verify(Hop::Callback, other_time, BODY, 1010, TOLERANCE),
+            mismatch
+        );
+        assert_eq!(
+            InternalSecret::new("another secret!!").verify(
+                Hop::Callback,
+                ok,
+                BODY,
+                1010,
+                TOLERANCE
+            ),
+            mismatch
+        );
+    }
+
+    #[test]
+    fn old_or_future_signatures_are_refused() {
+        let secret = InternalSecret::new("0123456789abcdef");
+        let signature = secret.sign(Hop::Submit, 1000, "c", BODY);
+        let claim = claimed("c", "1000", &signature);
+        for now in [1031, 969] {
+            assert_eq!(
+                secret.verify(Hop::Submit, claim, BODY, now, TOLERANCE),
+                Err(SignatureError::OutsideTolerance(31))
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_headers_are_named() {
+        let secret = InternalSecret::new("0123456789abcdef");
+        let verify = |claim| secret.verify(Hop::Submit, claim, BODY, 1000, TOLERANCE);
+        let too_long = "a".repeat(65);
+        assert_eq!(
+            verify(Claimed::default()),
+            Err(SignatureError::Missing(CORRELATION_HEADER))
+        );
+        assert_eq!(
+            verify(claimed("a\nb", "1000", "v1=00")),
+            Err(SignatureError::Malformed(CORRELATION_HEADER))
+        );
+        assert_eq!(
+            verify(claimed(&too_long, "1000", "v1=00")),
+            Err(SignatureError::Malformed(CORRELATION_HEADER))
+        );
+        assert_eq!(
+            verify(claimed("a", "soon", "v1=00")),
+            Err(SignatureError::Malformed(TIMESTAMP_HEADER))
+        );
+        assert_eq!(
+            verify(claimed("a", "1000", "sha256=00")),
+            Err(SignatureError::Malformed(SIGNATURE_HEADER))
+        );
+        assert_eq!(
+            verify(claimed("a", "1000", "v1=zz")),
+            Err(SignatureError::Malformed(SIGNATURE_HEADER))
+        );
     }
 
     #[test]
     fn the_secret_is_not_printed() {
         assert_eq!(
-            format!("{:?}", CallbackSecret::new("s3cret")),
-            "CallbackSecret(***)"
+            format!("{:?}", InternalSecret::new("s3cret")),
+            "InternalSecret(***)"
         );
     }
 }

@@ -15,7 +15,8 @@ use stack_check::compose::{
 use stack_check::platform::{self, RUST_SERVICES};
 use stack_check::{files, scenarios};
 
-const INFRASTRUCTURE: [&str; 7] = [
+const INFRASTRUCTURE: [&str; 8] = [
+    "secrets",
     "probe",
     "rabbitmq",
     "otel-collector",
@@ -382,8 +383,19 @@ fn rust_services_are_wired_to_the_stack() {
             "{name}'s healthcheck must probe /readyz on its PORT {port}: {probe:?}"
         );
         let Some(queue) = queue else {
-            // public-web and the dispatcher: the two ends of the callback.
-            secrets.insert(env.get("CALLBACK_SECRET").cloned().unwrap_or_default());
+            // public-web and the dispatcher: the two ends of the internal
+            // hops, signed with the secret the `secrets` service makes.
+            assert!(
+                !env.contains_key("CALLBACK_SECRET"),
+                "{name}: no secret written into the compose file"
+            );
+            secrets.insert(env.get("CALLBACK_SECRET_FILE").cloned().unwrap_or_default());
+            assert!(
+                compose::depends_on(service)
+                    .iter()
+                    .any(|(dependency, _)| dependency == "secrets"),
+                "{name} waits for the secret"
+            );
             continue;
         };
         // A listener consumes its own queue (the default, unless QUEUE says
@@ -407,12 +419,15 @@ fn rust_services_are_wired_to_the_stack() {
     assert_eq!(
         secrets.len(),
         1,
-        "public-web and dispatcher share one CALLBACK_SECRET: {secrets:?}"
+        "public-web and dispatcher share one CALLBACK_SECRET_FILE: {secrets:?}"
     );
-    assert!(!secrets.contains(""), "CALLBACK_SECRET has a default");
+    assert!(!secrets.contains(""), "CALLBACK_SECRET_FILE is set");
     let web = compose::environment(compose.service("public-web"));
     assert_eq!(web["DISPATCHER_URL"], "http://dispatcher:3001");
-    assert_eq!(web["CALLBACK_URL"], "http://public-web:3000/dispatch");
+    assert_eq!(web["CALLBACK_URL"], "http://public-web:3010/dispatch");
+    assert_eq!(web["DISPATCH_PORT"], "3010");
+    let dispatcher = compose::environment(compose.service("dispatcher"));
+    assert_eq!(dispatcher["CALLBACK_ALLOW"], "http://public-web:3010");
 }
 
 /// Of a Dockerfile's sections (the text after each `FROM `), the one that
@@ -676,8 +691,8 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
     assert_eq!(env["AMQP_URL"], "amqp://guest:guest@rabbitmq:5672/%2f");
     assert_eq!(
         env.get("CALLBACK_SECRET"),
-        compose::environment(compose.service("dispatcher")).get("CALLBACK_SECRET"),
-        "the dev container's services use the stack's CALLBACK_SECRET"
+        None,
+        "bin/restart.sh makes the dev container's secret; none is written down"
     );
 
     let workspace = config["workspaceFolder"].as_str().expect("workspaceFolder");
