@@ -79,8 +79,26 @@ wait_ready() {
     die "$name not ready on :$port within 30 s; see out/logs/$name.log"
 }
 
+# Dead-letter queues an older version declared lack the byte cap, and the
+# broker refuses to redeclare them with it (the services then log what to
+# do). They hold only dead letters: when rabbitmqctl may be used here,
+# recreate them.
+recreate_old_dead_letter_queues() {
+    local ours queue
+    command -v rabbitmqctl >/dev/null 2>&1 || return 0
+    ours=" $(printf '%s\n' "${ROUTES//,/$'\n'}" | cut -d= -f2 | sort -u | tr '\n' ' ')${RESPONSE_QUEUE:-dispatcher-responses} "
+    rabbitmqctl -q list_queues name arguments 2>/dev/null |
+        awk '$1 ~ /\.dead$/ && $0 !~ /x-max-length-bytes/ {print $1}' |
+        while read -r queue; do
+            case "$ours" in *" ${queue%.dead} "*) ;; *) continue ;; esac
+            log "recreating $queue: an older version declared it without its byte cap"
+            rabbitmqctl -q delete_queue "$queue" >/dev/null || true
+        done
+}
+
 ensure_broker
 ensure_tool curl curl
+recreate_old_dead_letter_queues
 log "building (release)"
 cargo build --release --quiet -p public-web -p dispatcher -p ping-listener \
     -p prime-listener -p scenario-listener

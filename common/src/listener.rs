@@ -73,6 +73,10 @@ impl ListenerConfig {
                 queue: config::string_or("QUEUE", default_queue),
                 also_declare: Vec::new(),
                 prefetch: config::parse_or("PREFETCH", 64)?,
+                max_message_bytes: config::parse_or(
+                    "MAX_MESSAGE_BYTES",
+                    ConsumerConfig::DEFAULT_MAX_MESSAGE_BYTES,
+                )?,
             },
             publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
             limits: http::ServerLimits::from_env()?,
@@ -128,6 +132,7 @@ impl<H: Handler> Listener<H> {
         let answerer = Arc::new(Answerer {
             handler,
             publish_timeout: config.publish_timeout,
+            max_message_bytes: config.consumer.max_message_bytes,
         });
         Ok(Self {
             config,
@@ -175,6 +180,9 @@ impl<H: Handler> Listener<H> {
 struct Answerer<H> {
     handler: H,
     publish_timeout: Duration,
+    /// A larger response is replaced by an error event: the dispatcher
+    /// would dead-letter it unread.
+    max_message_bytes: usize,
 }
 
 impl<H: Handler> amqp::Consumer for Answerer<H> {
@@ -222,10 +230,21 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
             }
         };
 
+        let mut body = response.to_vec();
+        let mut response = response;
+        if body.len() > self.max_message_bytes {
+            tracing::warn!(event_id = %request_id, size = body.len(), "response over MAX_MESSAGE_BYTES; answering an error instead");
+            response = HandlerError::failed(format!(
+                "the response is over {} bytes",
+                self.max_message_bytes
+            ))
+            .into_event(request_id.clone());
+            body = response.to_vec();
+        }
         let published = amqp::publish_confirmed(
             publisher,
             reply_to,
-            &response.to_vec(),
+            &body,
             reply_properties(&response, &request_id, properties),
             self.publish_timeout,
         )

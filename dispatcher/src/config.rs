@@ -29,6 +29,8 @@ pub struct Config {
     pub response_queue: String,
     /// Responses being called back at once (`PREFETCH`).
     pub prefetch: u16,
+    /// Larger responses are dead-lettered unread (`MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
     /// How long a publish may wait for the broker's confirm
     /// (`PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
@@ -93,6 +95,7 @@ impl Config {
             queue: self.response_queue.clone(),
             also_declare: self.routes.queues().map(str::to_owned).collect(),
             prefetch: self.prefetch,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 
@@ -106,6 +109,10 @@ impl Config {
             broker: BrokerUrl::from_env()?,
             response_queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
             prefetch,
+            max_message_bytes: config::parse_or(
+                "MAX_MESSAGE_BYTES",
+                ConsumerConfig::DEFAULT_MAX_MESSAGE_BYTES,
+            )?,
             publish_timeout: config::millis_or("PUBLISH_TIMEOUT_MS", 5_000)?,
             message_ttl: config::millis_or("MESSAGE_TTL_MS", 10_000)?,
             callbacks: CallbackConfig {

@@ -191,18 +191,15 @@ async fn callbacks_go_only_where_the_allow_list_says() {
 #[tokio::test]
 async fn an_id_in_flight_cannot_be_probed_or_answered_by_another_client() {
     let topology = Topology::new();
-    let orphan = format!("{}-orders", topology.request_queue);
     let url = amqp_url();
     let routes = format!(
-        "PingRequest={},OrderRequest={orphan}",
-        topology.request_queue
+        "PingRequest={},OrderRequest={}",
+        topology.request_queue, topology.unattended_queue
     );
-    let dispatcher = spawn_dispatcher(dispatcher_config_routing(
-        &routes,
-        &topology.response_queue,
-        &url,
-    ))
-    .await;
+    let mut config = dispatcher_config_routing(&routes, &topology.response_queue, &url);
+    // The unattended queue stays "attended" for the test's length.
+    config.no_listener_grace = Duration::from_secs(600);
+    let dispatcher = spawn_dispatcher(config).await;
     let _listener = spawn_listener(listener_config(&topology, &url), ping_listener::handle).await;
     let mut config = public_web_config(&dispatcher.url());
     config.request_timeout = Duration::from_secs(3);
@@ -286,6 +283,7 @@ async fn a_hung_callback_target_stalls_no_one_else() {
         slowest = slowest.max(sent.elapsed());
         assert_eq!(status, 200, "{body}");
     }
+    eprintln!("hung callback target: slowest ping {slowest:?}");
     assert!(
         slowest < Duration::from_secs(1),
         "a ping waited {slowest:?} behind the hung target"
@@ -350,4 +348,64 @@ async fn services_with_different_secrets_answer_a_clear_502_and_publish_nothing(
     assert_eq!(body["error"]["code"], "dispatcher_error");
     assert!(pending.is_empty());
     assert_eq!(Topology::depth(&topology.request_queue).await, 0);
+}
+
+#[tokio::test]
+async fn oversized_responses_are_dead_lettered_with_memory_bounded() {
+    const SIZE: usize = 40 * 1024 * 1024;
+    const COUNT: usize = 8;
+    let topology = Topology::new();
+    let (dispatcher, public_web) = processes::spawn_front_processes(&topology, &[]).await;
+    let baseline = dispatcher.rss_kib();
+
+    // A rogue listener answers with responses far over MAX_MESSAGE_BYTES.
+    let connection = connect().await;
+    let channel = common::amqp::publish::confirm_channel(&connection)
+        .await
+        .unwrap();
+    let body = vec![b' '; SIZE];
+    for n in 0..COUNT {
+        let properties = common::amqp::message::event_properties(&format!("big-{n}"), "X")
+            .with_correlation_id("c0ffee".into());
+        channel
+            .basic_publish(
+                "".into(),
+                topology.response_queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    common::amqp::connection::close(&connection).await;
+    let oversized = |metrics: &str| {
+        processes::metric_value(
+            metrics,
+            "amqp_messages_dead_lettered_total",
+            &[("queue", &topology.response_queue), ("reason", "oversized")],
+        )
+    };
+    wait_for(
+        "every one is dead-lettered",
+        Duration::from_secs(30),
+        || async { oversized(&dispatcher.metrics().await) == Some(COUNT as f64) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = dispatcher.rss_kib();
+    eprintln!("dispatcher RSS: {baseline} KiB before, {after} KiB after {COUNT} x {SIZE} B");
+    // lapin buffers a message whole before a consumer sees it, a few at
+    // a time; what is left is the allocator keeping freed blocks for
+    // reuse, not a growth with each message (RELIABILITY.md).
+    assert!(
+        after < baseline + 3 * (SIZE as u64) / 1024,
+        "the dispatcher holds a few messages' worth more, not {COUNT}: {baseline} -> {after} KiB"
+    );
+    // The dead-letter queue holds at most DEAD_LETTER_MAX_BYTES of them.
+    let dead = common::wire::dead_letter_queue(&topology.response_queue);
+    assert!(Topology::depth(&dead).await <= 1, "capped by bytes");
+    drop(public_web);
 }

@@ -36,6 +36,8 @@ pub fn amqp_url() -> String {
 pub struct Topology {
     pub request_queue: String,
     pub response_queue: String,
+    /// A queue for tests to route to and never consume: its requests wait.
+    pub unattended_queue: String,
 }
 
 impl Topology {
@@ -44,12 +46,17 @@ impl Topology {
         Self {
             request_queue: format!("{prefix}-ping"),
             response_queue: format!("{prefix}-responses"),
+            unattended_queue: format!("{prefix}-unattended"),
         }
     }
 
     fn queues(&self) -> Vec<String> {
         let mut queues = Vec::new();
-        for queue in [&self.request_queue, &self.response_queue] {
+        for queue in [
+            &self.request_queue,
+            &self.response_queue,
+            &self.unattended_queue,
+        ] {
             queues.push(common::wire::dead_letter_queue(queue));
             queues.push(queue.clone());
         }
@@ -214,6 +221,7 @@ pub fn dispatcher_config_routing(
         broker: amqp_url.parse().expect("an AMQP URL"),
         response_queue: response_queue.to_owned(),
         prefetch: 512,
+        max_message_bytes: ConsumerConfig::DEFAULT_MAX_MESSAGE_BYTES,
         publish_timeout: Duration::from_secs(5),
         message_ttl: Duration::from_secs(10),
         callbacks: dispatcher::config::CallbackConfig {
@@ -252,6 +260,7 @@ pub fn listener_config_for(queue: &str, amqp_url: &str) -> ListenerConfig {
             queue: queue.to_owned(),
             also_declare: Vec::new(),
             prefetch: 16,
+            max_message_bytes: ConsumerConfig::DEFAULT_MAX_MESSAGE_BYTES,
         },
         publish_timeout: Duration::from_secs(5),
         limits: test_limits(),
@@ -533,11 +542,13 @@ impl ScenarioPlatform {
         let scenarios = Topology {
             request_queue: format!("{prefix}-scenario"),
             response_queue: format!("{prefix}-responses"),
+            unattended_queue: format!("{prefix}-unattended"),
         };
         // Only its request queue is used; the other one is never created.
         let primes = Topology {
             request_queue: format!("{prefix}-prime"),
             response_queue: format!("{prefix}-prime-responses"),
+            unattended_queue: format!("{prefix}-prime-unattended"),
         };
         let mut routes: Vec<String> = scenario_types
             .iter()

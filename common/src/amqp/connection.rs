@@ -235,11 +235,16 @@ mod tests {
         for url in [
             "amqp://user:hunter2@host:notaport",
             "amqp:user:hunter2@host",
+            // A raw `/` in the password ends the authority early.
+            "amqp://user:hun/ter2@host:5672/%2f",
         ] {
             unsafe { std::env::set_var("AMQP_URL", url) };
             let error = BrokerUrl::from_env().unwrap_err().to_string();
             assert!(error.starts_with("AMQP_URL: "), "{error}");
-            assert!(!error.contains("hunter2"), "{error}");
+            assert!(
+                !error.contains("hunter2") && !error.contains("ter2"),
+                "{error}"
+            );
         }
     }
 }

@@ -89,7 +89,18 @@ pub struct ConsumerConfig {
     pub also_declare: Vec<String>,
     /// Deliveries held unacked at once, and so handlers running at once.
     pub prefetch: u16,
+    /// Larger messages are dead-lettered unread (`MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
 }
+
+impl ConsumerConfig {
+    /// `MAX_MESSAGE_BYTES` unless set otherwise.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+}
+
+/// The dead-letter reason of a message over `max_message_bytes`, the same
+/// for every consumer.
+const OVERSIZED: &str = "oversized";
 
 /// Runs sessions of `consumer` until `shutdown`; `readiness` is set while
 /// it consumes. On shutdown it stops taking deliveries, settles those in
@@ -170,7 +181,8 @@ impl<C: Consumer> Run<'_, C> {
                 FieldTable::default(),
             )
             .await?;
-        crate::metrics::init_consumer(queue, C::Reason::ALL.iter().map(|reason| reason.label()));
+        let reasons = C::Reason::ALL.iter().map(|reason| reason.label());
+        crate::metrics::init_consumer(queue, reasons.chain([OVERSIZED]));
         readiness.set(true);
         tracing::info!(queue, "consuming");
 
@@ -182,6 +194,10 @@ impl<C: Consumer> Run<'_, C> {
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(mut delivery)) => {
                         crate::metrics::amqp_consumed(queue, delivery.redelivered);
+                        if delivery.data.len() > config.max_message_bytes {
+                            in_flight.spawn(dead_letter_oversized(delivery));
+                            continue;
+                        }
                         let span = consumer_span(queue, &delivery);
                         let consumer = consumer.clone();
                         let publisher = publisher.clone();
@@ -210,6 +226,22 @@ impl<C: Consumer> Run<'_, C> {
         in_flight.close();
         in_flight.wait().await;
         Ok(())
+    }
+}
+
+/// Rejects a delivery over the size limit without handling it, and
+/// frees its body at once rather than with the delivery.
+async fn dead_letter_oversized(mut delivery: Delivery) {
+    let size = std::mem::take(&mut delivery.data).len();
+    let queue = delivery.routing_key.as_str();
+    tracing::warn!(
+        queue,
+        size,
+        "message over MAX_MESSAGE_BYTES; dead-lettering it unread"
+    );
+    match delivery.reject(BasicRejectOptions { requeue: false }).await {
+        Ok(_) => crate::metrics::amqp_dead_lettered(queue, OVERSIZED),
+        Err(error) => tracing::warn!(%error, "could not reject the oversized delivery"),
     }
 }
 

@@ -7,13 +7,15 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::message::long_string;
-use crate::wire::{DEAD_LETTER_MAX_LENGTH, dead_letter_queue};
+use crate::wire::{DEAD_LETTER_MAX_BYTES, DEAD_LETTER_MAX_LENGTH, dead_letter_queue};
 
 /// Declares the durable work queue `queue` and its dead-letter queue.
 ///
 /// Rejected (poison) and expired messages go to `<queue>.dead` through the
 /// default exchange; that queue keeps the newest
-/// [`DEAD_LETTER_MAX_LENGTH`] messages.
+/// [`DEAD_LETTER_MAX_LENGTH`] messages, [`DEAD_LETTER_MAX_BYTES`] at most.
+/// A queue that exists with other arguments (declared by an older
+/// version) is refused by the broker; the error log says what to do.
 pub async fn declare_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
     let dead = dead_letter_queue(queue);
     let mut dead_args = FieldTable::default();
@@ -21,14 +23,30 @@ pub async fn declare_queue(channel: &Channel, queue: &str) -> lapin::Result<()> 
         "x-max-length".into(),
         AMQPValue::LongLongInt(DEAD_LETTER_MAX_LENGTH),
     );
-    channel
-        .queue_declare(dead.as_str().into(), durable(), dead_args)
-        .await?;
+    dead_args.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(DEAD_LETTER_MAX_BYTES),
+    );
+    declare(channel, &dead, dead_args).await?;
     let mut args = FieldTable::default();
     args.insert("x-dead-letter-exchange".into(), long_string(""));
     args.insert("x-dead-letter-routing-key".into(), long_string(&dead));
-    channel.queue_declare(queue.into(), durable(), args).await?;
-    Ok(())
+    declare(channel, queue, args).await
+}
+
+async fn declare(channel: &Channel, queue: &str, args: FieldTable) -> lapin::Result<()> {
+    let declared = channel.queue_declare(queue.into(), durable(), args).await;
+    if let Err(error) = &declared
+        && error.to_string().contains("PRECONDITION_FAILED")
+    {
+        tracing::error!(
+            queue,
+            %error,
+            "the queue exists with other arguments; if it was declared by an older version, \
+             delete it (rabbitmqctl delete_queue {queue}) once it is drained"
+        );
+    }
+    declared.map(|_| ())
 }
 
 fn durable() -> QueueDeclareOptions {

@@ -38,8 +38,13 @@
 //! exchange into `<queue>.dead` ([`dead_letter_queue`]): queue arguments
 //! `x-dead-letter-exchange: ""`, `x-dead-letter-routing-key:
 //! <queue>.dead`; the dead-letter queue is durable with `x-max-length:`
-//! [`DEAD_LETTER_MAX_LENGTH`]. Declare both with exactly these arguments
+//! [`DEAD_LETTER_MAX_LENGTH`] and `x-max-length-bytes:`
+//! [`DEAD_LETTER_MAX_BYTES`]. Declare both with exactly these arguments
 //! (RabbitMQ refuses a redeclaration that differs).
+//!
+//! A consumer dead-letters, unread, any message larger than its
+//! `MAX_MESSAGE_BYTES`; a listener whose response would be larger answers
+//! with a `handler_failed` error event instead.
 //!
 //! A request message, published by the dispatcher to the default exchange
 //! with the queue as routing key, has the event as its body and the
@@ -84,6 +89,10 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// Dead-letter queues keep at most this many messages (oldest dropped), so
 /// a stream of poison messages cannot fill the broker.
 pub const DEAD_LETTER_MAX_LENGTH: i64 = 10_000;
+
+/// Nor more than this many bytes of them: ten thousand large messages
+/// would otherwise still fill it.
+pub const DEAD_LETTER_MAX_BYTES: i64 = 64 * 1024 * 1024;
 
 /// The dead-letter queue of `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {
