@@ -37,8 +37,10 @@ if [ -z "${CALLBACK_SECRET:-}" ] && [ -z "${CALLBACK_SECRET_FILE:-}" ]; then
         (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/callback-secret)
     export CALLBACK_SECRET_FILE="$PWD/out/callback-secret"
 fi
-# Callbacks go to the public-web started here, on this machine.
-export CALLBACK_ALLOW="${CALLBACK_ALLOW:-127.0.0.0/8}"
+# public-web serves /dispatch on a fixed internal port, and callbacks go
+# there and nowhere else.
+export DISPATCH_PORT="${DISPATCH_PORT:-3010}"
+export CALLBACK_ALLOW="${CALLBACK_ALLOW:-http://127.0.0.1:$DISPATCH_PORT}"
 
 stop_service() {
     local name="$1" pidfile="out/pids/$1.pid" pid

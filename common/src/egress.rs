@@ -141,11 +141,15 @@ impl EgressPolicy {
         if self.origins.contains(&origin) {
             return Ok(url);
         }
-        let allowed = match url.host() {
-            Some(url::Host::Ipv4(address)) => self.allows_address(address.into()),
-            Some(url::Host::Ipv6(address)) => self.allows_address(address.into()),
-            _ => !self.networks.is_empty(),
-        };
+        // An allowed origin's host on another port or scheme: its name is
+        // trusted whatever it resolves to, so networks cannot vouch for it.
+        let other_origin_of_a_trusted_name = self.allows_name(&origin.host);
+        let allowed = !other_origin_of_a_trusted_name
+            && match url.host() {
+                Some(url::Host::Ipv4(address)) => self.allows_address(address.into()),
+                Some(url::Host::Ipv6(address)) => self.allows_address(address.into()),
+                _ => !self.networks.is_empty(),
+            };
         if allowed {
             Ok(url)
         } else {
@@ -157,14 +161,10 @@ impl EgressPolicy {
     }
 
     /// An HTTP client for URLs [`check`](Self::check) passed: names are
-    /// resolved through this policy, calls bounded by `timeout`, and
-    /// redirects never followed (a redirect would leave the allow-list).
+    /// resolved through this policy, and neither a redirect nor a proxy
+    /// can take a call off the allow-list ([`crate::http::client_builder`]).
     pub fn client(self: &Arc<Self>, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
+        crate::http::client_builder(timeout)
             .dns_resolver(PolicyResolver(self.clone()))
             .build()
     }
@@ -238,6 +238,17 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn an_allowed_name_on_another_port_is_not_let_through_by_networks() {
+        let policy = policy("http://public-web:3010, 10.0.0.0/8");
+        assert!(policy.check("http://public-web:3010/dispatch").is_ok());
+        assert!(matches!(
+            policy.check("http://public-web:22/"),
+            Err(EgressError::NotAllowed(_))
+        ));
+        assert!(policy.check("http://other.internal:22/").is_ok());
     }
 
     #[test]

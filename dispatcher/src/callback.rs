@@ -207,7 +207,6 @@ impl Callbacks {
             .turn(self.timeout)
             .await
             .map_err(CallbackError::Unavailable)?;
-        let signed = self.auth.headers(Hop::Callback, correlation, &body);
         let attempt = || async {
             if target.is_down() {
                 return Err(CallbackError::Unavailable(Unavailable::Down));
@@ -217,7 +216,8 @@ impl Callbacks {
                 .http
                 .post(url.clone())
                 .headers(http::client_headers(&span))
-                .headers(signed.clone())
+                // Signed per attempt: public-web refuses a signature twice.
+                .headers(self.auth.headers(Hop::Callback, correlation, None, &body))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             let sent = span.scope(request.send()).await;
@@ -234,15 +234,16 @@ impl Callbacks {
                     .with_max_times(self.retries),
             )
             .when(CallbackError::is_transient)
-            .notify(|error, _| mark_if_down(&target, error))
+            .notify(|error, _| count_failure(&target, error))
             .await
-            .inspect_err(|error| mark_if_down(&target, error))
+            .inspect(|_| target.answered())
+            .inspect_err(|error| count_failure(&target, error))
     }
 }
 
-fn mark_if_down(target: &Target, error: &CallbackError) {
+fn count_failure(target: &Target, error: &CallbackError) {
     if error.downs_the_target() {
-        target.mark_down();
+        target.failed();
     }
 }
 

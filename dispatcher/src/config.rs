@@ -62,8 +62,8 @@ pub struct CallbackConfig {
     /// Callbacks in flight to one target at most
     /// (`CALLBACK_TARGET_CONCURRENCY`).
     pub per_target: usize,
-    /// Callbacks waiting for a turn at one target at most: half the
-    /// prefetch, so one target never holds every delivery.
+    /// Callbacks waiting for a turn at one target at most: with those in
+    /// flight, half the prefetch, so one target never holds every delivery.
     pub backlog: usize,
     /// How long a target that timed out or refused connections is not
     /// called (`CALLBACK_TARGET_COOLDOWN_MS`).
@@ -100,7 +100,15 @@ impl Config {
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
-        let prefetch = config::parse_or("PREFETCH", 512)?;
+        let prefetch: u16 = config::parse_or("PREFETCH", 512)?;
+        let per_target: usize = config::parse_or("CALLBACK_TARGET_CONCURRENCY", 128)?;
+        if per_target == 0 || per_target > usize::from(prefetch / 2) {
+            return Err(ConfigError::invalid(
+                "CALLBACK_TARGET_CONCURRENCY",
+                &per_target.to_string(),
+                format!("must be between 1 and half the PREFETCH ({prefetch})"),
+            ));
+        }
         Ok(Self {
             port: config::parse_or("PORT", crate::DEFAULT_PORT)?,
             bind: config::internal_bind_addr()?,
@@ -119,8 +127,8 @@ impl Config {
                 timeout: config::millis_or("CALLBACK_TIMEOUT_MS", 5_000)?,
                 retries: config::parse_or("CALLBACK_RETRIES", 3)?,
                 allow: Arc::new(callback_allow()?),
-                per_target: config::parse_or("CALLBACK_TARGET_CONCURRENCY", 128)?,
-                backlog: usize::from(prefetch / 2),
+                per_target,
+                backlog: usize::from(prefetch / 2) - per_target,
                 cooldown: config::millis_or("CALLBACK_TARGET_COOLDOWN_MS", 5_000)?,
             },
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,

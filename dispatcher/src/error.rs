@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::amqp::PublishError;
 use common::egress::EgressError;
+use common::http::ApiError;
 
 use crate::listeners::NoListener;
-use common::http::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {

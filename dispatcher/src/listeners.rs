@@ -114,7 +114,9 @@ impl ListenerWatch {
                 match declared {
                     Ok(state) => self.record(queue, Some(state.consumer_count())),
                     Err(error) => {
-                        tracing::debug!(%error, queue, "cannot ask for consumer counts");
+                        // Fails open: until the next session, no request is
+                        // refused for want of a listener.
+                        tracing::warn!(%error, queue, "cannot ask the broker for consumer counts until the next session");
                         self.forget();
                         return;
                     }

@@ -4,22 +4,28 @@
 //! Every response holds one of the consumer's prefetch slots until its
 //! callback ends. Without limits, a target that accepts connections and
 //! never answers collects every slot, each for the whole timeout and its
-//! retries, and all callbacks stop. So each target (an origin) gets:
+//! retries, and all callbacks stop. So each target (a callback URL) gets:
 //! - a share of callbacks in flight (`CALLBACK_TARGET_CONCURRENCY`), and a
-//!   bounded number waiting for a turn (half the consumer's prefetch), so
-//!   that whatever one target holds, other targets' responses find free
-//!   slots. A response beyond both is dead-lettered rather than hold a
+//!   bounded number waiting for a turn, together at most half the
+//!   consumer's prefetch, so that whatever one target holds, other
+//!   targets' responses find free slots (several slow targets at once can
+//!   still fill them, until their cooldowns start). A response beyond both is dead-lettered rather than hold a
 //!   slot: requeueing it would put it back at the head of the queue,
 //!   ahead of every other target's responses, the stall again one step
 //!   removed. A healthy public-web answers a callback in well under a
 //!   millisecond, so a target with that many outstanding is hung or
 //!   drowning;
-//! - a cooldown: once a call to it times out or cannot connect, it is
-//!   marked down for `CALLBACK_TARGET_COOLDOWN_MS`, and calls to it fail
-//!   at once, retries included, instead of each waiting out the timeout.
+//! - a cooldown: once calls to it have timed out or failed to connect
+//!   [`FAILURES_TO_DOWN`] times in a row, it is marked down for
+//!   `CALLBACK_TARGET_COOLDOWN_MS`, and calls to it fail at once, retries
+//!   included, instead of each waiting out the timeout. One slow answer
+//!   is not enough: a healthy instance has those.
+//!
+//! Targets are kept by callback URL (one per public-web instance),
+//! [`MAX_TARGETS`] at most; beyond that the rest share one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -27,18 +33,28 @@ use reqwest::Url;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+/// Consecutive timeouts or connection failures that mark a target down.
+pub const FAILURES_TO_DOWN: u32 = 3;
+
+/// Callback URLs kept apart at most: far more than a deployment's
+/// public-web instances.
+pub const MAX_TARGETS: usize = 1024;
+
 /// The targets seen so far; see the module documentation.
 pub struct Targets {
-    by_origin: RwLock<HashMap<String, Arc<Target>>>,
+    by_url: RwLock<HashMap<String, Arc<Target>>>,
+    /// Shared by the callback URLs beyond [`MAX_TARGETS`].
+    overflow: Arc<Target>,
     per_target: usize,
     backlog: usize,
     cooldown: Duration,
 }
 
-/// One origin's share and state.
+/// One callback URL's share and state.
 pub struct Target {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
+    failures: AtomicU32,
     down_until: Mutex<Option<Instant>>,
     backlog: usize,
     cooldown: Duration,
@@ -58,39 +74,44 @@ impl Targets {
     /// `per_target` calls in flight to each target, `backlog` more
     /// waiting.
     pub fn new(per_target: usize, backlog: usize, cooldown: Duration) -> Self {
+        let per_target = per_target.max(1);
         Self {
-            by_origin: RwLock::new(HashMap::new()),
-            per_target: per_target.max(1),
+            by_url: RwLock::new(HashMap::new()),
+            overflow: Arc::new(Target::new(per_target, backlog, cooldown)),
+            per_target,
             backlog,
             cooldown,
         }
     }
 
-    /// The target `url` belongs to. Only URLs the allow-list passed get
-    /// here, so the map holds at most the deployment's origins.
+    /// The target `url` is.
     pub fn of(&self, url: &Url) -> Arc<Target> {
-        let origin = url.origin().ascii_serialization();
-        if let Some(target) = self.by_origin.read().expect("targets lock").get(&origin) {
+        if let Some(target) = self.by_url.read().expect("targets lock").get(url.as_str()) {
             return target.clone();
         }
-        self.by_origin
-            .write()
-            .expect("targets lock")
-            .entry(origin)
-            .or_insert_with(|| {
-                Arc::new(Target {
-                    permits: Arc::new(Semaphore::new(self.per_target)),
-                    waiting: AtomicUsize::new(0),
-                    down_until: Mutex::new(None),
-                    backlog: self.backlog,
-                    cooldown: self.cooldown,
-                })
-            })
+        let mut by_url = self.by_url.write().expect("targets lock");
+        if by_url.len() >= MAX_TARGETS && !by_url.contains_key(url.as_str()) {
+            return self.overflow.clone();
+        }
+        by_url
+            .entry(url.as_str().to_owned())
+            .or_insert_with(|| Arc::new(Target::new(self.per_target, self.backlog, self.cooldown)))
             .clone()
     }
 }
 
 impl Target {
+    fn new(per_target: usize, backlog: usize, cooldown: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(per_target)),
+            waiting: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            down_until: Mutex::new(None),
+            backlog,
+            cooldown,
+        }
+    }
+
     /// A turn to call this target, waiting at most `patience` for one.
     pub async fn turn(&self, patience: Duration) -> Result<OwnedSemaphorePermit, Unavailable> {
         if self.is_down() {
@@ -118,9 +139,18 @@ impl Target {
         down_until.is_some_and(|until| Instant::now() < until)
     }
 
-    /// The target timed out or refused a connection: down for the cooldown.
-    pub fn mark_down(&self) {
-        *self.down_until.lock().expect("target lock") = Some(Instant::now() + self.cooldown);
+    /// A call timed out or could not connect: the target is down for the
+    /// cooldown once that has happened [`FAILURES_TO_DOWN`] times in a row.
+    pub fn failed(&self) {
+        if self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= FAILURES_TO_DOWN {
+            self.failures.store(0, Ordering::Release);
+            *self.down_until.lock().expect("target lock") = Some(Instant::now() + self.cooldown);
+        }
+    }
+
+    /// A call got an answer: the failures in a row start over.
+    pub fn answered(&self) {
+        self.failures.store(0, Ordering::Release);
     }
 }
 
@@ -151,7 +181,7 @@ mod tests {
             slow.turn(Duration::from_secs(5)).await.err(),
             Some(Unavailable::Busy)
         );
-        // Another origin is not affected.
+        // Another target is not affected.
         let other = targets.of(&url("http://127.0.0.1:2/dispatch"));
         assert!(other.turn(Duration::ZERO).await.is_ok());
         drop(held);
@@ -161,17 +191,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_target_marked_down_is_not_called_until_its_cooldown_ends() {
+    async fn a_target_that_fails_in_a_row_is_not_called_until_its_cooldown_ends() {
         let targets = Targets::new(2, 2, Duration::from_millis(100));
         let target = targets.of(&url("http://127.0.0.1:1/x"));
-        target.mark_down();
+        target.failed();
+        target.failed();
+        target.answered();
+        target.failed();
+        target.failed();
+        assert!(
+            target.turn(Duration::ZERO).await.is_ok(),
+            "not three in a row"
+        );
+        target.failed();
         assert_eq!(
             target.turn(Duration::ZERO).await.err(),
             Some(Unavailable::Down)
         );
         assert!(Arc::ptr_eq(
             &target,
-            &targets.of(&url("http://127.0.0.1:1/y"))
+            &targets.of(&url("http://127.0.0.1:1/x"))
         ));
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(target.turn(Duration::ZERO).await.is_ok());

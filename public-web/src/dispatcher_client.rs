@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, StatusCode};
 use common::Event;
 use common::http::{self, ApiError, InternalAuth};
-use common::wire::{CALLBACK_URL_HEADER, Hop};
+use common::wire::Hop;
 use reqwest::Url;
 
 use crate::error::PublicWebError;
@@ -21,8 +21,8 @@ pub struct DispatcherClient {
     submit_url: Url,
     /// The dispatcher's `GET /readyz`.
     ready_url: Url,
-    /// This instance's `/dispatch` URL, ready to send as a header.
-    callback_url: HeaderValue,
+    /// This instance's `/dispatch` URL.
+    callback_url: String,
     /// Signs each forward.
     auth: InternalAuth,
 }
@@ -42,14 +42,13 @@ impl DispatcherClient {
             ready_url: dispatcher_url
                 .join("readyz")
                 .expect("an http(s) URL joins a relative path"),
-            callback_url: HeaderValue::from_str(callback_url.as_str())
-                .expect("a URL is a valid header value"),
+            callback_url: callback_url.as_str().to_owned(),
             auth,
         })
     }
 
     /// The callback URL this instance sends.
-    pub fn callback_url(&self) -> &HeaderValue {
+    pub fn callback_url(&self) -> &str {
         &self.callback_url
     }
 
@@ -64,8 +63,10 @@ impl DispatcherClient {
             .http
             .post(self.submit_url.clone())
             .headers(http::client_headers(&span))
-            .headers(self.auth.headers(Hop::Submit, correlation, &body))
-            .header(CALLBACK_URL_HEADER, self.callback_url.clone())
+            .headers(
+                self.auth
+                    .headers(Hop::Submit, correlation, Some(&self.callback_url), &body),
+            )
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         let sent = span.scope(request.send()).await;

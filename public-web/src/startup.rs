@@ -88,17 +88,20 @@ impl Application {
             );
         }
         let config = &state.config;
-        let internal_app = with_layers(dispatch_routes(state.clone()), config);
+        let internal_app = with_layers(internal_routes(state.clone()), config);
         let public_app = with_layers(public_routes(state.clone()), config);
-        let (public, internal) = tokio::join!(
-            http::serve(
-                self.listener,
-                public_app,
-                config.limits.clone(),
-                shutdown.clone()
-            ),
-            http::serve(self.internal, internal_app, config.limits.clone(), shutdown),
-        );
+        // The internal port stops last: while the public one drains, its
+        // parked requests still receive their answers.
+        let internal_shutdown = CancellationToken::new();
+        let internal = tokio::spawn(http::serve(
+            self.internal,
+            internal_app,
+            config.limits.apart(INTERNAL_MAX_CONNECTIONS),
+            internal_shutdown.clone(),
+        ));
+        let public = http::serve(self.listener, public_app, config.limits.clone(), shutdown).await;
+        internal_shutdown.cancel();
+        let internal = internal.await.map_err(std::io::Error::other)?;
         public.and(internal)
     }
 }
@@ -123,22 +126,31 @@ fn with_layers(app: Router, config: &Config) -> Router {
     )
 }
 
-/// `POST /dispatch`, whose handler checks each callback's signature.
-fn dispatch_routes(state: Arc<AppState>) -> Router {
+/// Connections the internal port takes at most: dispatchers and probes,
+/// counted apart from the public port's and within its descriptor reserve.
+const INTERNAL_MAX_CONNECTIONS: usize = 256;
+
+/// `POST /dispatch`, whose handler checks each callback's signature, and
+/// the probes: reachable even when the public port is full.
+fn internal_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dispatch", post(routes::dispatch))
+        .merge(http::operational_routes(readiness(&state)))
         .with_state(state)
+}
+
+/// Ready when the dispatcher says it is ready.
+fn readiness(state: &Arc<AppState>) -> http::ReadinessCheck {
+    let state = state.clone();
+    http::readiness(move || {
+        let state = state.clone();
+        async move { state.dispatcher.ready().await }
+    })
 }
 
 /// Everything but `/dispatch`.
 fn public_routes(state: Arc<AppState>) -> Router {
-    let readiness = http::readiness({
-        let state = state.clone();
-        move || {
-            let state = state.clone();
-            async move { state.dispatcher.ready().await }
-        }
-    });
+    let readiness = readiness(&state);
     Router::new()
         .route(
             "/",

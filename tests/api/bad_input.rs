@@ -1,7 +1,7 @@
 //! Every class of bad input gets a clear JSON error with the right status,
 //! and the service goes on serving. Checked on both HTTP services.
 
-use common::wire::{CALLBACK_URL_HEADER, Hop};
+use common::wire::Hop;
 use integration_tests::*;
 use serde_json::Value;
 
@@ -101,9 +101,10 @@ async fn assert_each_case_is_refused(url: &str, max_body: usize, hop: Option<Hop
     for case in cases(max_body) {
         let mut request = client.post(url);
         if let Some(hop) = hop {
-            request = request
-                .headers(test_auth().headers(hop, "bad-input", &case.body))
-                .header(CALLBACK_URL_HEADER, "http://127.0.0.1:9/dispatch");
+            // A correlation id per case: a signature is accepted once.
+            let callback = Some("http://127.0.0.1:9/dispatch");
+            let correlation = case.name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+            request = request.headers(test_auth().headers(hop, &correlation, callback, &case.body));
         }
         let mut request = request.body(case.body);
         if let Some(content_type) = case.content_type {
@@ -159,8 +160,12 @@ async fn the_dispatcher_refuses_each_class_of_bad_input_and_keeps_serving() {
     for callback in ["not a url", "ftp://public-web/dispatch"] {
         let response = client
             .post(stack.dispatcher.url())
-            .headers(test_auth().headers(Hop::Submit, "bad-input", body.as_bytes()))
-            .header("x-callback-url", callback)
+            .headers(test_auth().headers(
+                Hop::Submit,
+                &format!("bad-callback-{}", callback.len()),
+                Some(callback),
+                body.as_bytes(),
+            ))
             .header("content-type", "application/json")
             .body(body.clone())
             .send()

@@ -7,28 +7,13 @@
 use std::time::Duration;
 
 use common::http::InternalAuth;
+use common::wire::signature::Signed;
 use common::wire::{CALLBACK_URL_HEADER, Hop, InternalSecret};
 use integration_tests::*;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-
-/// public-web, its internal `/dispatch` URL and its parked requests.
-async fn spawn_public_web_with_dispatch(
-    config: public_web::config::Config,
-) -> (Running, String, public_web::pending::PendingRequests) {
-    let app = public_web::startup::Application::build(config)
-        .await
-        .unwrap();
-    let dispatch_url = format!("http://{}/dispatch", app.dispatch_addr());
-    let pending = app.pending();
-    (
-        Running::start(app.local_addr(), |shutdown| app.run(shutdown)),
-        dispatch_url,
-        pending,
-    )
-}
 
 /// POSTs `body` to `url` with `headers`; the status and the JSON body.
 async fn post_raw(url: &str, headers: reqwest::header::HeaderMap, body: &[u8]) -> (u16, Value) {
@@ -53,8 +38,9 @@ fn auth_with(secret: &str) -> InternalAuth {
 
 #[tokio::test]
 async fn forged_or_replayed_callbacks_complete_nothing() {
-    let (public_web, dispatch_url, pending) =
-        spawn_public_web_with_dispatch(public_web_config("http://127.0.0.1:9")).await;
+    let (public_web, internal, pending) =
+        spawn_public_web_with_internal(public_web_config("http://127.0.0.1:9")).await;
+    let dispatch_url = format!("{internal}/dispatch");
     let parked = pending.park("order-777").unwrap();
     let correlation = parked.correlation().to_owned();
     let body = br#"{"id":"order-777","type":"OrderResponse","data":{"status":"paid"}}"#;
@@ -62,18 +48,25 @@ async fn forged_or_replayed_callbacks_complete_nothing() {
     // The public port does not serve /dispatch at all.
     let (status, _) = post_raw(
         &format!("{}/dispatch", public_web.url()),
-        test_auth().headers(Hop::Callback, &correlation, body),
+        test_auth().headers(Hop::Callback, &correlation, None, body),
         body,
     )
     .await;
     assert_eq!(status, 404);
 
     let stale = {
-        let mut headers = test_auth().headers(Hop::Callback, &correlation, body);
-        let old = common::wire::signature::unix_now() - 120;
-        let signature =
-            InternalSecret::new(TEST_SECRET).sign(Hop::Callback, old, &correlation, body);
-        headers.insert("x-signature-timestamp", old.into());
+        let mut headers = test_auth().headers(Hop::Callback, &correlation, None, body);
+        let old = common::wire::signature::unix_millis() - 120_000;
+        let old = old.to_string();
+        let signed = Signed {
+            timestamp: &old,
+            nonce: "n0",
+            correlation: &correlation,
+            callback_url: "",
+        };
+        let signature = InternalSecret::new(TEST_SECRET).sign(Hop::Callback, &signed, body);
+        headers.insert("x-signature-timestamp", old.parse().unwrap());
+        headers.insert("x-signature-nonce", "n0".parse().unwrap());
         headers.insert("x-signature", signature.parse().unwrap());
         headers
     };
@@ -83,11 +76,11 @@ async fn forged_or_replayed_callbacks_complete_nothing() {
         ("unsigned", unsigned),
         (
             "another secret",
-            auth_with("not-the-shared-secret").headers(Hop::Callback, &correlation, body),
+            auth_with("not-the-shared-secret").headers(Hop::Callback, &correlation, None, body),
         ),
         (
             "a submit's signature",
-            test_auth().headers(Hop::Submit, &correlation, body),
+            test_auth().headers(Hop::Submit, &correlation, None, body),
         ),
         ("signed two minutes ago", stale),
     ] {
@@ -102,7 +95,7 @@ async fn forged_or_replayed_callbacks_complete_nothing() {
     let other = br#"{"id":"order-778","type":"OrderResponse","data":{}}"#;
     let (status, error) = post_raw(
         &dispatch_url,
-        test_auth().headers(Hop::Callback, &correlation, other),
+        test_auth().headers(Hop::Callback, &correlation, None, other),
         other,
     )
     .await;
@@ -110,42 +103,61 @@ async fn forged_or_replayed_callbacks_complete_nothing() {
     assert_eq!(error["error"]["code"], "id_mismatch");
     assert_eq!(pending.len(), 1);
 
-    let signed = test_auth().headers(Hop::Callback, &correlation, body);
+    let signed = test_auth().headers(Hop::Callback, &correlation, None, body);
     let (status, _) = post_raw(&dispatch_url, signed.clone(), body).await;
     assert_eq!(status, 204);
     assert!(pending.is_empty());
     drop(parked);
-    // The same signed callback again: nobody waits under that id any more.
+    // The same signed callback again is refused as a replay; signed anew
+    // for the same correlation id, it finds nobody waiting; and another
+    // request parked under the same client id has its own correlation id.
     let (status, error) = post_raw(&dispatch_url, signed, body).await;
+    assert_eq!(status, 401, "{error}");
+    // Signed anew: a later timestamp, another signature.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = test_auth().headers(Hop::Callback, &correlation, None, body);
+    let (status, error) = post_raw(&dispatch_url, again, body).await;
     assert_eq!(status, 404, "{error}");
     assert_eq!(error["error"]["code"], "unknown_id");
+    let second = pending.park("order-777").unwrap();
+    assert_ne!(second.correlation(), correlation);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stale_id = test_auth().headers(Hop::Callback, &correlation, None, body);
+    let (status, _) = post_raw(&dispatch_url, stale_id, body).await;
+    assert_eq!(status, 404);
+    assert_eq!(pending.len(), 1, "the second request still waits");
 }
 
 #[tokio::test]
-async fn the_dispatcher_takes_only_signed_requests() {
+async fn the_dispatcher_takes_only_signed_requests_once() {
     let topology = Topology::new();
     let dispatcher = spawn_dispatcher(dispatcher_config(&topology, &amqp_url())).await;
     wait_ready(&dispatcher.url()).await;
     let body = br#"{"id":"order-777","type":"PingRequest","data":{"status":"paid"}}"#;
-    let with_callback = |mut headers: reqwest::header::HeaderMap| {
+    let ours = "http://127.0.0.1:3000/dispatch";
+    let mut unsigned = reqwest::header::HeaderMap::new();
+    unsigned.insert(CALLBACK_URL_HEADER, ours.parse().unwrap());
+    let swapped = {
+        let mut headers = test_auth().headers(Hop::Submit, "c0ffee", Some(ours), body);
         headers.insert(
             CALLBACK_URL_HEADER,
-            "http://127.0.0.1:3000/dispatch".parse().unwrap(),
+            "http://127.0.0.1:4000/dispatch".parse().unwrap(),
         );
         headers
     };
     for (case, headers) in [
-        ("unsigned", reqwest::header::HeaderMap::new()),
+        ("unsigned", unsigned),
         (
             "another secret",
-            auth_with("not-the-shared-secret").headers(Hop::Submit, "c0ffee", body),
+            auth_with("not-the-shared-secret").headers(Hop::Submit, "c0ffee", Some(ours), body),
         ),
         (
             "a callback's signature",
-            test_auth().headers(Hop::Callback, "c0ffee", body),
+            test_auth().headers(Hop::Callback, "c0ffee", Some(ours), body),
         ),
+        ("another callback URL than signed", swapped),
     ] {
-        let (status, error) = post_raw(&dispatcher.url(), with_callback(headers), body).await;
+        let (status, error) = post_raw(&dispatcher.url(), headers, body).await;
         assert_eq!(status, 401, "{case}: {error}");
         assert_eq!(error["error"]["code"], "unauthenticated");
     }
@@ -155,9 +167,19 @@ async fn the_dispatcher_takes_only_signed_requests() {
         "nothing refused was published"
     );
 
-    let signed = with_callback(test_auth().headers(Hop::Submit, "c0ffee", body));
-    let (status, answer) = post_raw(&dispatcher.url(), signed, body).await;
+    let signed = test_auth().headers(Hop::Submit, "c0ffee", Some(ours), body);
+    let (status, answer) = post_raw(&dispatcher.url(), signed.clone(), body).await;
     assert_eq!(status, 201, "{answer}");
+    // The same signed request again, well within the tolerance: refused.
+    let (status, error) = post_raw(&dispatcher.url(), signed, body).await;
+    assert_eq!(status, 401, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("received before"),
+        "{error}"
+    );
     assert_eq!(
         Topology::wait_for_depth(&topology.request_queue, 1).await,
         1
@@ -176,8 +198,7 @@ async fn callbacks_go_only_where_the_allow_list_says() {
         ("http://user:pw@127.0.0.1:3000/dispatch", "credentials"),
         ("ftp://127.0.0.1/dispatch", "only http and https"),
     ] {
-        let mut headers = test_auth().headers(Hop::Submit, "c0ffee", body);
-        headers.insert(CALLBACK_URL_HEADER, callback.parse().unwrap());
+        let headers = test_auth().headers(Hop::Submit, "c0ffee", Some(callback), body);
         let (status, error) = post_raw(&dispatcher.url(), headers, body).await;
         assert_eq!(status, 400, "{callback}: {error}");
         assert_eq!(error["error"]["code"], "invalid_callback");
@@ -268,8 +289,9 @@ async fn a_hung_callback_target_stalls_no_one_else() {
     // More than the target's share and backlog: some are shed at once.
     for n in 0..600 {
         let body = format!(r#"{{"id":"trap-{n}","type":"PingRequest","data":{{"sentAt":1}}}}"#);
-        let mut headers = test_auth().headers(Hop::Submit, &format!("trap{n}"), body.as_bytes());
-        headers.insert(CALLBACK_URL_HEADER, trap_url.parse().unwrap());
+        let correlation = format!("trap{n}");
+        let headers =
+            test_auth().headers(Hop::Submit, &correlation, Some(&trap_url), body.as_bytes());
         let (status, error) = post_raw(&dispatcher.url(), headers, body.as_bytes()).await;
         assert_eq!(status, 201, "{error}");
     }
@@ -408,4 +430,36 @@ async fn oversized_responses_are_dead_lettered_with_memory_bounded() {
     let dead = common::wire::dead_letter_queue(&topology.response_queue);
     assert!(Topology::depth(&dead).await <= 1, "capped by bytes");
     drop(public_web);
+}
+
+#[tokio::test]
+async fn a_forged_log_line_stays_inside_its_field() {
+    let topology = Topology::new();
+    // Nobody answers: public-web logs the request's id when it times out.
+    let (_dispatcher, mut public_web) = processes::spawn_front_processes(
+        &topology,
+        &processes::env(&[("REQUEST_TIMEOUT_MS", "300")]),
+    )
+    .await;
+    let forged = "x\n2026-12-02T00:00:00Z  INFO public_web: FAKE admin login ok\u{1b}[2J";
+    let event = json!({"id": forged, "type": "PingRequest", "data": {}});
+    let (status, _) = post_json(&reqwest::Client::new(), &public_web.url(), &event).await;
+    assert_eq!(status, 504);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = public_web.drain_stdout();
+    let logged = lines
+        .iter()
+        .find(|line| line.contains("no response in time"))
+        .unwrap_or_else(|| panic!("the timeout is logged: {lines:?}"));
+    assert!(logged.contains(r"x\n2026-12-02T00:00:00Z"), "{logged}");
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.starts_with("2026-12-02T00:00:00Z")),
+        "no forged line: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains('\u{1b}')),
+        "{lines:?}"
+    );
 }

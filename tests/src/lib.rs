@@ -229,7 +229,7 @@ pub fn dispatcher_config_routing(
             retries: 3,
             allow: Arc::new(EgressPolicy::loopback()),
             per_target: 128,
-            backlog: 256,
+            backlog: 128,
             cooldown: Duration::from_secs(5),
         },
         max_body_bytes: 64 * 1024,
@@ -300,6 +300,23 @@ pub async fn spawn_public_web(
     let pending = app.pending();
     (
         Running::start(app.local_addr(), |shutdown| app.run(shutdown)),
+        pending,
+    )
+}
+
+/// public-web, the base URL of its internal port (`/dispatch` and the
+/// probes) and its parked requests.
+pub async fn spawn_public_web_with_internal(
+    config: public_web::config::Config,
+) -> (Running, String, public_web::pending::PendingRequests) {
+    let app = public_web::startup::Application::build(config)
+        .await
+        .expect("public-web binds");
+    let internal = format!("http://{}", app.dispatch_addr());
+    let pending = app.pending();
+    (
+        Running::start(app.local_addr(), |shutdown| app.run(shutdown)),
+        internal,
         pending,
     )
 }

@@ -1,10 +1,12 @@
 //! The internal hops' authentication over HTTP: signing an outgoing
 //! internal request, and [`SignedEvent`], the extractor that lets an
-//! incoming one through only with a valid signature (see
-//! [`crate::wire::signature`] for what is signed and why).
+//! incoming one through only with a valid signature it has not seen
+//! before (see [`crate::wire::signature`] for what is signed and why).
 
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -15,8 +17,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use crate::config::{self, ConfigError};
-use crate::wire::signature::{self, Claimed, Hop, SignatureError};
-use crate::wire::{CORRELATION_HEADER, Event, InternalSecret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::wire::signature::{self, Claimed, Hop, SignatureError, Signed};
+use crate::wire::{
+    CALLBACK_URL_HEADER, CORRELATION_HEADER, Event, InternalSecret, NONCE_HEADER, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+};
 
 /// How a service signs and checks its internal hops.
 #[derive(Debug, Clone)]
@@ -26,23 +31,29 @@ pub struct InternalAuth {
     /// How far a signature's timestamp may be from this service's clock
     /// (`SIGNATURE_TOLERANCE_MS`).
     tolerance: Duration,
+    /// Signatures accepted within the tolerance, shared by the clones.
+    seen: Arc<Seen>,
 }
 
 impl InternalAuth {
     pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(30);
 
     pub fn new(secret: Option<InternalSecret>, tolerance: Duration) -> Self {
-        Self { secret, tolerance }
+        Self {
+            secret,
+            tolerance,
+            seen: Arc::new(Seen::new(tolerance)),
+        }
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            secret: InternalSecret::from_env()?,
-            tolerance: config::millis_or(
+        Ok(Self::new(
+            InternalSecret::from_env()?,
+            config::millis_or(
                 "SIGNATURE_TOLERANCE_MS",
                 Self::DEFAULT_TOLERANCE.as_millis() as u64,
             )?,
-        })
+        ))
     }
 
     /// Whether internal hops are signed (false only in development mode).
@@ -50,19 +61,34 @@ impl InternalAuth {
         self.secret.is_some()
     }
 
-    /// The headers that sign `body` about `correlation` on `hop`: the
-    /// correlation id always, the timestamp and signature when a secret
-    /// is configured.
-    pub fn headers(&self, hop: Hop, correlation: &str, body: &[u8]) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(3);
+    /// The headers that sign `body` about `correlation` on `hop`, naming
+    /// `callback_url`: the correlation id and the callback URL always, the
+    /// timestamp and signature when a secret is configured.
+    pub fn headers(
+        &self,
+        hop: Hop,
+        correlation: &str,
+        callback_url: Option<&str>,
+        body: &[u8],
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(5);
         headers.insert(CORRELATION_HEADER, header_value(correlation));
+        if let Some(url) = callback_url {
+            headers.insert(CALLBACK_URL_HEADER, header_value(url));
+        }
         if let Some(secret) = &self.secret {
-            let now = signature::unix_now();
-            headers.insert(TIMESTAMP_HEADER, HeaderValue::from(now));
-            headers.insert(
-                SIGNATURE_HEADER,
-                header_value(&secret.sign(hop, now, correlation, body)),
-            );
+            let timestamp = signature::unix_millis().to_string();
+            let nonce = format!("{:016x}", rand::random::<u64>());
+            let signed = Signed {
+                timestamp: &timestamp,
+                nonce: &nonce,
+                correlation,
+                callback_url: callback_url.unwrap_or_default(),
+            };
+            let signature = secret.sign(hop, &signed, body);
+            headers.insert(TIMESTAMP_HEADER, header_value(&timestamp));
+            headers.insert(NONCE_HEADER, header_value(&nonce));
+            headers.insert(SIGNATURE_HEADER, header_value(&signature));
         }
         headers
     }
@@ -78,14 +104,65 @@ impl InternalAuth {
         let claimed = Claimed {
             correlation: text(CORRELATION_HEADER),
             timestamp: text(TIMESTAMP_HEADER),
+            nonce: text(NONCE_HEADER),
             signature: text(SIGNATURE_HEADER),
+            callback_url: text(CALLBACK_URL_HEADER),
         };
-        match &self.secret {
-            Some(secret) => {
-                secret.verify(hop, claimed, body, signature::unix_now(), self.tolerance)
-            }
-            None => signature::correlation(claimed.correlation),
+        let Some(secret) = &self.secret else {
+            return signature::correlation(claimed.correlation);
+        };
+        let correlation =
+            secret.verify(hop, claimed, body, signature::unix_millis(), self.tolerance)?;
+        if !self.seen.first_time(claimed.signature.unwrap_or_default()) {
+            return Err(SignatureError::Replayed);
         }
+        Ok(correlation)
+    }
+}
+
+/// The signatures accepted in the last two tolerance windows: a valid one
+/// seen again is a replay. Older ones need no memory, their timestamps are
+/// out of tolerance. Kept as 64-bit keyed hashes, in two generations that
+/// rotate every window.
+#[derive(Debug)]
+struct Seen {
+    window: Duration,
+    hasher: std::hash::RandomState,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Debug)]
+struct Generations {
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+    rotated: tokio::time::Instant,
+}
+
+impl Seen {
+    fn new(tolerance: Duration) -> Self {
+        Self {
+            // A signature is valid from `tolerance` before its timestamp to
+            // `tolerance` after: two windows of that length cover it.
+            window: tolerance.max(Duration::from_secs(1)) * 2,
+            hasher: std::hash::RandomState::new(),
+            generations: Mutex::new(Generations {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+                rotated: tokio::time::Instant::now(),
+            }),
+        }
+    }
+
+    /// Whether `signature` is seen for the first time (and remembers it).
+    fn first_time(&self, signature: &str) -> bool {
+        let key = self.hasher.hash_one(signature);
+        let mut generations = self.generations.lock().expect("seen lock");
+        if generations.rotated.elapsed() >= self.window {
+            let current = std::mem::take(&mut generations.current);
+            generations.previous = current;
+            generations.rotated = tokio::time::Instant::now();
+        }
+        !generations.previous.contains(&key) && generations.current.insert(key)
     }
 }
 

@@ -11,7 +11,10 @@
 //!   being accepted (hyper's own timer for HTTP/1.1 headers, a watchdog
 //!   here for the first request of either protocol);
 //! - an idle timeout (`IDLE_TIMEOUT_MS`): a connection with no request in
-//!   flight is closed after it;
+//!   flight is closed after it. A connection's task is not woken at each
+//!   request, only when a deadline could pass. hyper's header timer also runs while an
+//!   HTTP/1.1 connection waits for its next request, so for HTTP/1.1 the
+//!   shorter of the two applies;
 //! - a cap on open connections (`MAX_CONNECTIONS`, by default what the
 //!   file-descriptor limit allows after a reserve, [`FD_RESERVE`], for
 //!   outgoing connections and files, so the process never runs out). At
@@ -19,10 +22,12 @@
 //!   the longest (silent and slow connections are the oldest idle ones),
 //!   and if every connection is busy it is answered `503` in JSON and
 //!   closed;
-//! - a header size limit (`MAX_HEADER_BYTES`), answered `431` in JSON.
+//! - a header size limit (`MAX_HEADER_BYTES`, and [`MAX_HEADERS`] fields),
+//!   answered `431` in JSON.
 //!
 //! A request in flight (public-web's parked ones included) is never cut
-//! off by these; its own deadline covers it.
+//! off by these, nor by a shutdown: the server stops accepting, closes
+//! idle connections and lets the others finish their requests.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -40,8 +45,9 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,9 +61,18 @@ use crate::config::{self, ConfigError};
 /// the one a refusal needs.
 pub const FD_RESERVE: usize = 1024;
 
-/// How long a closing connection may finish what it is sending before it
-/// is dropped.
+/// How long an idle connection being closed may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Request header fields at most (hyper parses up to ten times as many, so
+/// that this limit, answered in JSON, comes first).
+const MAX_HEADERS: usize = 100;
+
+/// Refused connections being closed politely at once, at most.
+const POLITE_REFUSALS: usize = 64;
+
+/// How long a refused connection's input is read before it is closed.
+const REFUSAL_LINGER: Duration = Duration::from_millis(200);
 
 /// What a refused connection is told, written as-is: the server is at its
 /// cap, so nothing of the request is read or parsed.
@@ -116,9 +131,15 @@ impl ServerLimits {
         ))
     }
 
-    /// The cap on open connections.
-    pub fn max_connections(&self) -> usize {
-        self.connections.max
+    /// The same limits for another server of the process, with a cap of
+    /// its own (`max_connections`): public-web's internal port, so that a
+    /// public port full of parked requests leaves `/dispatch` and the
+    /// probes there reachable.
+    pub fn apart(&self, max_connections: usize) -> Self {
+        Self {
+            connections: Arc::new(Connections::new(max_connections)),
+            ..self.clone()
+        }
     }
 
     fn builder(&self) -> Builder<TokioExecutor> {
@@ -164,7 +185,7 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Some(connection) = limits.connections.admit() else {
+        let Some(connection) = limits.connections.admit(limits.idle_timeout) else {
             refuse(stream);
             continue;
         };
@@ -201,10 +222,28 @@ async fn accept_failed(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Tells a connection beyond the cap why, without reading it, and closes it.
-fn refuse(stream: TcpStream) {
+/// Tells a connection beyond the cap why, without parsing it, and closes
+/// it. Closing a socket with unread input resets it, which can destroy the
+/// answer before the client reads it; so the refusal half-closes, reads
+/// what the client sent for a moment, then closes. At most
+/// [`POLITE_REFUSALS`] at once, each at most [`REFUSAL_LINGER`]: beyond
+/// that a refused connection is only closed.
+fn refuse(mut stream: TcpStream) {
+    static LINGERING: Semaphore = Semaphore::const_new(POLITE_REFUSALS);
     crate::metrics::http_connection_closed("refused");
     let _ = stream.try_write(AT_CAPACITY);
+    let Ok(permit) = LINGERING.try_acquire() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 /// Serves one connection until it ends, the server shuts down, or a limit
@@ -222,39 +261,53 @@ async fn serve_connection(
         connection: connection.clone(),
         max_header_bytes: limits.max_header_bytes,
     });
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
-    let mut closing: Option<(Instant, &'static str)> = None;
+    let mut closing: Option<&'static str> = None;
+    // When a connection being closed is dropped even if hyper has not
+    // finished with it.
+    let mut drop_at: Option<Instant> = None;
     loop {
-        let idle_deadline = connection.idle_deadline(&limits);
+        // Not woken at every request: while a request is in flight the
+        // deadline is looked at again a header timeout later, unless the
+        // connection becomes idle with an earlier deadline (`rearm`); an
+        // idle connection's deadline only ever moves later.
+        let check_at = connection.next_check(&limits);
         tokio::select! {
             _ = served.as_mut() => break,
+            // Requests in flight are answered first: hyper closes the
+            // connection after them (one mid-headers within the header
+            // timeout).
             _ = shutdown.cancelled(), if closing.is_none() => {
+                connection.close();
                 served.as_mut().graceful_shutdown();
-                closing = Some((Instant::now() + CLOSE_GRACE, "shutdown"));
+                closing = Some("shutdown");
             }
+            // Its slot is wanted now: with nothing in flight, closed at
+            // once; else after its requests, like a shutdown.
             _ = connection.displaced.cancelled(), if closing.is_none() => {
+                closing = Some("displaced");
+                if connection.close() == 0 {
+                    break;
+                }
                 served.as_mut().graceful_shutdown();
-                closing = Some((Instant::now() + CLOSE_GRACE, "displaced"));
             }
-            _ = tokio::time::sleep_until(idle_deadline.map_or(Instant::now(), |(at, _)| at)),
-                if closing.is_none() && idle_deadline.is_some() =>
-            {
-                // Still idle at the deadline (a request would have moved it).
+            _ = tokio::time::sleep_until(check_at), if closing.is_none() => {
                 if let Some((at, why)) = connection.idle_deadline(&limits)
                     && at <= Instant::now()
                 {
+                    connection.close();
                     served.as_mut().graceful_shutdown();
-                    closing = Some((Instant::now() + CLOSE_GRACE, why));
+                    closing = Some(why);
+                    drop_at = Some(Instant::now() + CLOSE_GRACE);
                 }
             }
-            // The deadline moves: computed again.
-            _ = connection.became_idle.notified(), if closing.is_none() => {}
-            _ = tokio::time::sleep_until(closing.map_or(Instant::now(), |(at, _)| at)),
-                if closing.is_some() => break,
+            _ = connection.rearm.notified(), if closing.is_none() => {}
+            _ = tokio::time::sleep_until(drop_at.unwrap_or_else(Instant::now)),
+                if drop_at.is_some() => break,
         }
     }
-    if let Some((_, why)) = closing {
+    if let Some(why) = closing {
         crate::metrics::http_connection_closed(why);
     }
 }
@@ -283,7 +336,7 @@ impl Connections {
     /// A slot for a new connection: a free one, or the one of the
     /// connection idle the longest, which is told to close. `None` when
     /// every connection is busy.
-    fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
+    fn admit(self: &Arc<Self>, idle_timeout: Duration) -> Option<Arc<Connection>> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             let longest_idle = self.idle.lock().expect("connections lock").pop_first();
             let Some((_, displaced)) = longest_idle else {
@@ -295,14 +348,17 @@ impl Connections {
         crate::metrics::http_connections_open(self.open.load(Ordering::Relaxed));
         let connection = Arc::new(Connection {
             pool: self.clone(),
+            idle_timeout,
+            rearm: Notify::new(),
             state: Mutex::new(Activity {
                 in_flight: 0,
                 idle_key: None,
                 idle_since: Instant::now(),
                 served_any: false,
+                closing: false,
+                check_at: None,
             }),
             displaced: CancellationToken::new(),
-            became_idle: Notify::new(),
         });
         connection.state().idle_key = Some(self.mark_idle(&connection.displaced));
         Some(connection)
@@ -329,17 +385,23 @@ struct Connection {
     state: Mutex<Activity>,
     /// Cancelled when a new connection takes this one's slot.
     displaced: CancellationToken,
-    /// Notified when its last request in flight ends.
-    became_idle: Notify,
+    idle_timeout: Duration,
+    /// Tells the connection's task that it became idle before the time it
+    /// sleeps until, so it must look again sooner.
+    rearm: Notify,
 }
 
 #[derive(Debug)]
 struct Activity {
     in_flight: usize,
-    /// Its entry among the idle connections, while it is idle.
+    /// Its entry among the idle connections, while it is idle and open.
     idle_key: Option<u64>,
     idle_since: Instant,
     served_any: bool,
+    /// Being closed: never idle again, never displaced.
+    closing: bool,
+    /// When the connection's task next looks at its deadline.
+    check_at: Option<Instant>,
 }
 
 impl Connection {
@@ -360,6 +422,28 @@ impl Connection {
         } else {
             (state.idle_since + limits.header_timeout, "header_timeout")
         })
+    }
+
+    /// When the connection's task should next look at its deadline, noted
+    /// so that a request ending earlier than that can wake it.
+    fn next_check(&self, limits: &ServerLimits) -> Instant {
+        let check_at = match self.idle_deadline(limits) {
+            Some((at, _)) => at,
+            None => Instant::now() + limits.header_timeout,
+        };
+        self.state().check_at = Some(check_at);
+        check_at
+    }
+
+    /// Marks the connection as closing (out of the idle connections for
+    /// good); returns its requests in flight.
+    fn close(&self) -> usize {
+        let mut state = self.state();
+        state.closing = true;
+        if let Some(key) = state.idle_key.take() {
+            self.pool.unmark_idle(key);
+        }
+        state.in_flight
     }
 
     fn request_started(self: &Arc<Self>) -> InFlight {
@@ -392,11 +476,17 @@ impl Drop for InFlight {
         let connection = &self.0;
         let mut state = connection.state();
         state.in_flight -= 1;
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
+        if state.in_flight == 0 && !state.closing {
+            let now = Instant::now();
+            state.idle_since = now;
             state.idle_key = Some(connection.pool.mark_idle(&connection.displaced));
+            let too_late = state
+                .check_at
+                .is_some_and(|check_at| now + connection.idle_timeout < check_at);
             drop(state);
-            connection.became_idle.notify_one();
+            if too_late {
+                connection.rearm.notify_one();
+            }
         }
     }
 }
@@ -421,11 +511,14 @@ impl tower::Service<Request<hyper::body::Incoming>> for Tracked {
 
     fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let in_flight = self.connection.request_started();
-        if header_bytes(&request) > self.max_header_bytes {
+        if header_bytes(&request) > self.max_header_bytes || request.headers().len() > MAX_HEADERS {
             let refusal = ApiError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
-                format!("request headers over {} bytes", self.max_header_bytes),
+                format!(
+                    "request headers over {} bytes or {MAX_HEADERS} fields",
+                    self.max_header_bytes
+                ),
             );
             return Box::pin(std::future::ready(Ok(refusal.into_response())));
         }
@@ -514,23 +607,25 @@ mod tests {
     async fn at_the_cap_the_longest_idle_connection_makes_room() {
         let limits = limits(2);
         let pool = &limits.connections;
-        let first = pool.admit().unwrap();
-        let second = pool.admit().unwrap();
+        let first = pool.admit(Duration::from_secs(5)).unwrap();
+        let second = pool.admit(Duration::from_secs(5)).unwrap();
         let _busy = second.request_started();
-        let third = pool.admit().expect("the idle first connection makes room");
+        let third = pool
+            .admit(Duration::from_secs(5))
+            .expect("the idle first connection makes room");
         assert!(first.displaced.is_cancelled());
         assert!(!second.displaced.is_cancelled());
         let _also_busy = third.request_started();
         drop(first);
         // Both remaining connections are busy: the next one is refused.
-        assert!(pool.admit().is_none());
+        assert!(pool.admit(Duration::from_secs(5)).is_none());
         assert_eq!(pool.open.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
     async fn deadlines_follow_activity() {
         let limits = limits(4);
-        let connection = limits.connections.admit().unwrap();
+        let connection = limits.connections.admit(limits.idle_timeout).unwrap();
         let (_, why) = connection.idle_deadline(&limits).unwrap();
         assert_eq!(why, "header_timeout");
         let request = connection.request_started();

@@ -100,8 +100,9 @@ where
 }
 
 /// Field formatting that escapes every control character the fields
-/// `inner` formats would write: `\n`, `\r`, `\t` by name, the others as
-/// `\u{..}`.
+/// `inner` formats would write, and the characters that break or reorder
+/// a line without being controls (line and paragraph separators, bidi
+/// overrides): `\n`, `\r`, `\t` by name, the others as `\u{..}`.
 pub(super) struct EscapedFields<N>(pub(super) N);
 
 impl<'writer, N> FormatFields<'writer> for EscapedFields<N>
@@ -119,10 +120,15 @@ where
     }
 }
 
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Writes `text` with its control characters escaped.
 fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     let mut rest = text;
-    while let Some(at) = rest.find(char::is_control) {
+    while let Some(at) = rest.find(needs_escape) {
         out.write_str(&rest[..at])?;
         let control = rest[at..].chars().next().expect("found a char there");
         match control {
@@ -210,12 +216,12 @@ mod tests {
         let mut out = String::new();
         write_escaped(
             &mut out,
-            "id=x\n2026-12-02T00:00:00Z  INFO public_web: FAKE\u{1b}[2J\r\t\u{85}é",
+            "id=x\n2026-12-02T00:00:00Z  INFO public_web: FAKE\u{1b}[2J\r\t\u{85}é\u{2028}\u{202e}",
         )
         .unwrap();
         assert_eq!(
             out,
-            "id=x\\n2026-12-02T00:00:00Z  INFO public_web: FAKE\\u{1b}[2J\\r\\t\\u{85}é"
+            "id=x\\n2026-12-02T00:00:00Z  INFO public_web: FAKE\\u{1b}[2J\\r\\t\\u{85}é\\u{2028}\\u{202e}"
         );
     }
 

@@ -76,7 +76,9 @@ pub mod signature;
 
 pub use error::{ERROR_EVENT_TYPE, ErrorBody, ErrorCode, ErrorDetail, HandlerError};
 pub use event::{EnvelopeError, Event, EventInput, MAX_NAME_LEN, ParseError};
-pub use signature::{CORRELATION_HEADER, Hop, InternalSecret, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use signature::{
+    CORRELATION_HEADER, Hop, InternalSecret, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
 
 /// The `/dispatch` URL of the public-web instance waiting for an answer:
 /// an HTTP header from public-web to the dispatcher, then an AMQP header on

@@ -3,13 +3,18 @@
 //!
 //! public-web's `POST /` to the dispatcher and the dispatcher's callback to
 //! `/dispatch` each carry three headers: [`CORRELATION_HEADER`] (the parked
-//! request the message is about), [`TIMESTAMP_HEADER`] (Unix seconds) and
+//! request the message is about), [`TIMESTAMP_HEADER`] (Unix milliseconds: two signatures of the same
+//! content made apart, a retry's, differ) and
 //! [`SIGNATURE_HEADER`]: `v1=<hex HMAC-SHA256>` of
-//! `"<hop>\n<timestamp>\n<correlation>\n" + body` under the shared secret.
-//! The hop name keeps a signed request from being replayed as a callback,
-//! the timestamp bounds how long a captured message stays usable (the
-//! tolerance allows for clock skew), and the correlation id binds the
-//! signature to one parked request, which accepts one answer.
+//! `"<hop>\n<timestamp>\n<nonce>\n<correlation>\n<callback URL>\n" + body`
+//! under the shared secret, where the nonce ([`NONCE_HEADER`]) is random
+//! per message, so that no two messages share a signature (the callback URL is the request's
+//! `x-callback-url` header, empty on a callback). The hop name
+//! keeps a signed request from being replayed as a callback, the timestamp
+//! bounds how long a captured message stays usable (the tolerance allows
+//! for clock skew; a receiver also refuses a signature it has seen), the
+//! callback URL cannot be swapped for another, and the correlation id
+//! binds the signature to one parked request, which accepts one answer.
 //!
 //! The secret is required: a service without one refuses to start unless
 //! [`crate::config::insecure_dev_mode`] is on.
@@ -24,8 +29,11 @@ use crate::config::{self, ConfigError};
 
 /// The parked request a message answers or asks about.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
-/// When the message was signed, in Unix seconds.
+/// When the message was signed, in Unix milliseconds.
 pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
+/// Random per signed message, in hex.
+pub const NONCE_HEADER: &str = "x-signature-nonce";
+
 /// `v1=<hex HMAC-SHA256>` of the signed content.
 pub const SIGNATURE_HEADER: &str = "x-signature";
 
@@ -59,10 +67,12 @@ pub enum SignatureError {
     Missing(&'static str),
     #[error("the {0} header is malformed")]
     Malformed(&'static str),
-    #[error("the signature is {0} s away from this service's clock, beyond the tolerance")]
+    #[error("the signature is {0} ms away from this service's clock, beyond the tolerance")]
     OutsideTolerance(u64),
     #[error("the signature does not match the shared secret and the content")]
     Mismatch,
+    #[error("this signed message was received before")]
+    Replayed,
 }
 
 /// The three headers of a signed message, as received.
@@ -70,7 +80,21 @@ pub enum SignatureError {
 pub struct Claimed<'a> {
     pub correlation: Option<&'a str>,
     pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
+    /// The callback URL the message names, if any: signed too.
+    pub callback_url: Option<&'a str>,
+}
+
+/// What a signature covers besides the hop and the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// Unix milliseconds, in decimal.
+    pub timestamp: &'a str,
+    pub nonce: &'a str,
+    pub correlation: &'a str,
+    /// Empty when the message names none.
+    pub callback_url: &'a str,
 }
 
 /// The secret every internal hop is signed with (`CALLBACK_SECRET`, or the
@@ -126,10 +150,16 @@ impl InternalSecret {
         }
     }
 
-    fn mac(&self, hop: Hop, timestamp: &str, correlation: &str, body: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, hop: Hop, signed: &Signed<'_>, body: &[u8]) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        for part in [hop.label(), timestamp, correlation] {
+        let Signed {
+            timestamp,
+            nonce,
+            correlation,
+            callback_url,
+        } = signed;
+        for part in [hop.label(), timestamp, nonce, correlation, callback_url] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
@@ -137,17 +167,13 @@ impl InternalSecret {
         mac
     }
 
-    /// The signature header value for `body` about `correlation`, signed
-    /// at `timestamp` (Unix seconds).
-    pub fn sign(&self, hop: Hop, timestamp: u64, correlation: &str, body: &[u8]) -> String {
-        let digest = self
-            .mac(hop, &timestamp.to_string(), correlation, body)
-            .finalize()
-            .into_bytes();
+    /// The signature header value for `body` and `signed`.
+    pub fn sign(&self, hop: Hop, signed: &Signed<'_>, body: &[u8]) -> String {
+        let digest = self.mac(hop, signed, body).finalize().into_bytes();
         format!("{SCHEME}{}", hex::encode(digest))
     }
 
-    /// Checks `claimed` against `body` at `now` (Unix seconds), in
+    /// Checks `claimed` against `body` at `now` (Unix milliseconds), in
     /// constant time; returns the correlation id it vouches for.
     pub fn verify<'a>(
         &self,
@@ -161,6 +187,7 @@ impl InternalSecret {
         let timestamp = claimed
             .timestamp
             .ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
+        let nonce = claimed.nonce.ok_or(SignatureError::Missing(NONCE_HEADER))?;
         let signed_at: u64 = timestamp
             .parse()
             .map_err(|_| SignatureError::Malformed(TIMESTAMP_HEADER))?;
@@ -170,13 +197,19 @@ impl InternalSecret {
             .strip_prefix(SCHEME)
             .and_then(|digest| hex::decode(digest).ok())
             .ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
-        self.mac(hop, timestamp, correlation, body)
+        let signed = Signed {
+            timestamp,
+            nonce,
+            correlation,
+            callback_url: claimed.callback_url.unwrap_or_default(),
+        };
+        self.mac(hop, &signed, body)
             .verify_slice(&expected)
             .map_err(|_| SignatureError::Mismatch)?;
         // Checked after the MAC, so an unsigned probe learns nothing about
         // this service's clock.
         let skew = now.abs_diff(signed_at);
-        if skew > tolerance.as_secs() {
+        if u128::from(skew) > tolerance.as_millis() {
             return Err(SignatureError::OutsideTolerance(skew));
         }
         Ok(correlation)
@@ -197,11 +230,11 @@ pub fn correlation(value: Option<&str>) -> Result<&str, SignatureError> {
         .ok_or(SignatureError::Malformed(CORRELATION_HEADER))
 }
 
-/// Now, in Unix seconds, as signatures count time.
-pub fn unix_now() -> u64 {
+/// Now, in Unix milliseconds, as signatures count time.
+pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -215,37 +248,64 @@ mod tests {
         Claimed {
             correlation: Some(correlation),
             timestamp: Some(timestamp),
+            nonce: Some("n0"),
             signature: Some(signature),
+            callback_url: None,
+        }
+    }
+
+    fn signed<'a>(correlation: &'a str, timestamp: &'a str) -> Signed<'a> {
+        Signed {
+            timestamp,
+            nonce: "n0",
+            correlation,
+            callback_url: "",
         }
     }
 
     #[test]
     fn a_signature_verifies_its_hop_time_correlation_body_and_secret() {
         let secret = InternalSecret::new("0123456789abcdef");
-        let signature = secret.sign(Hop::Callback, 1000, "c0ffee", BODY);
+        let signature = secret.sign(Hop::Callback, &signed("c0ffee", "1000000"), BODY);
         assert!(signature.starts_with("v1="));
-        let ok = claimed("c0ffee", "1000", &signature);
+        let ok = claimed("c0ffee", "1000000", &signature);
         assert_eq!(
-            secret.verify(Hop::Callback, ok, BODY, 1010, TOLERANCE),
+            secret.verify(Hop::Callback, ok, BODY, 1_010_000, TOLERANCE),
             Ok("c0ffee")
         );
         let mismatch = Err(SignatureError::Mismatch);
         assert_eq!(
-            secret.verify(Hop::Submit, ok, BODY, 1010, TOLERANCE),
+            secret.verify(Hop::Submit, ok, BODY, 1_010_000, TOLERANCE),
             mismatch
         );
         assert_eq!(
-            secret.verify(Hop::Callback, ok, b"{}", 1010, TOLERANCE),
+            secret.verify(Hop::Callback, ok, b"{}", 1_010_000, TOLERANCE),
             mismatch
         );
-        let other_id = claimed("c0ffef", "1000", &signature);
+        let other_id = claimed("c0ffef", "1000000", &signature);
         assert_eq!(
-            secret.verify(Hop::Callback, other_id, BODY, 1010, TOLERANCE),
+            secret.verify(Hop::Callback, other_id, BODY, 1_010_000, TOLERANCE),
             mismatch
         );
-        let other_time = claimed("c0ffee", "1001", &signature);
+        let other_time = claimed("c0ffee", "1000001", &signature);
         assert_eq!(
-            secret.verify(Hop::Callback, other_time, BODY, 1010, TOLERANCE),
+            secret.verify(Hop::Callback, other_time, BODY, 1_010_000, TOLERANCE),
+            mismatch
+        );
+        let other_nonce = Claimed {
+            nonce: Some("n1"),
+            ..ok
+        };
+        assert_eq!(
+            secret.verify(Hop::Callback, other_nonce, BODY, 1_010_000, TOLERANCE),
+            mismatch
+        );
+        let other_callback = Claimed {
+            callback_url: Some("http://elsewhere/dispatch"),
+            ..ok
+        };
+        assert_eq!(
+            secret.verify(Hop::Callback, other_callback, BODY, 1_010_000, TOLERANCE),
             mismatch
         );
         assert_eq!(
@@ -253,7 +313,7 @@ mod tests {
                 Hop::Callback,
                 ok,
                 BODY,
-                1010,
+                1_010_000,
                 TOLERANCE
             ),
             mismatch
@@ -263,12 +323,12 @@ mod tests {
     #[test]
     fn old_or_future_signatures_are_refused() {
         let secret = InternalSecret::new("0123456789abcdef");
-        let signature = secret.sign(Hop::Submit, 1000, "c", BODY);
-        let claim = claimed("c", "1000", &signature);
-        for now in [1031, 969] {
+        let signature = secret.sign(Hop::Submit, &signed("c", "1000000"), BODY);
+        let claim = claimed("c", "1000000", &signature);
+        for now in [1_031_000, 969_000] {
             assert_eq!(
                 secret.verify(Hop::Submit, claim, BODY, now, TOLERANCE),
-                Err(SignatureError::OutsideTolerance(31))
+                Err(SignatureError::OutsideTolerance(31_000))
             );
         }
     }
@@ -276,18 +336,18 @@ mod tests {
     #[test]
     fn missing_or_malformed_headers_are_named() {
         let secret = InternalSecret::new("0123456789abcdef");
-        let verify = |claim| secret.verify(Hop::Submit, claim, BODY, 1000, TOLERANCE);
+        let verify = |claim| secret.verify(Hop::Submit, claim, BODY, 1_000_000, TOLERANCE);
         let too_long = "a".repeat(65);
         assert_eq!(
             verify(Claimed::default()),
             Err(SignatureError::Missing(CORRELATION_HEADER))
         );
         assert_eq!(
-            verify(claimed("a\nb", "1000", "v1=00")),
+            verify(claimed("a\nb", "1000000", "v1=00")),
             Err(SignatureError::Malformed(CORRELATION_HEADER))
         );
         assert_eq!(
-            verify(claimed(&too_long, "1000", "v1=00")),
+            verify(claimed(&too_long, "1000000", "v1=00")),
             Err(SignatureError::Malformed(CORRELATION_HEADER))
         );
         assert_eq!(
@@ -295,11 +355,11 @@ mod tests {
             Err(SignatureError::Malformed(TIMESTAMP_HEADER))
         );
         assert_eq!(
-            verify(claimed("a", "1000", "sha256=00")),
+            verify(claimed("a", "1000000", "sha256=00")),
             Err(SignatureError::Malformed(SIGNATURE_HEADER))
         );
         assert_eq!(
-            verify(claimed("a", "1000", "v1=zz")),
+            verify(claimed("a", "1000000", "v1=zz")),
             Err(SignatureError::Malformed(SIGNATURE_HEADER))
         );
     }
