@@ -147,16 +147,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
 async fn at_the_cap_silent_connections_make_room_and_busy_ones_are_refused_in_json() {
     let topology = Topology::new();
     // Nobody consumes the orders: they stay parked, their connections busy.
-    let url = amqp_url();
-    let routes = format!(
-        "PingRequest={},OrderRequest={}",
-        topology.request_queue, topology.unattended_queue
-    );
-    let mut config = dispatcher_config_routing(&routes, &topology.response_queue, &url);
-    // The unattended queue stays "attended" for the test's length.
-    config.no_listener_grace = Duration::from_secs(600);
-    let dispatcher = spawn_dispatcher(config).await;
-    let _listener = spawn_listener(listener_config(&topology, &url), ping_listener::handle).await;
+    let (dispatcher, _listener) = spawn_pings_and_unanswered_orders(&topology).await;
     let mut config = public_web_config(&dispatcher.url());
     config.limits = ServerLimits::new(
         Duration::from_secs(30),
@@ -166,7 +157,6 @@ async fn at_the_cap_silent_connections_make_room_and_busy_ones_are_refused_in_js
     );
     config.request_timeout = Duration::from_secs(5);
     let (public_web, internal, pending) = spawn_public_web_with_internal(config).await;
-    wait_ready(&dispatcher.url()).await;
     let addr = public_web.url().trim_start_matches("http://").to_owned();
 
     // Twenty silent connections fill the cap; pings still get through,

@@ -212,20 +212,10 @@ async fn callbacks_go_only_where_the_allow_list_says() {
 #[tokio::test]
 async fn an_id_in_flight_cannot_be_probed_or_answered_by_another_client() {
     let topology = Topology::new();
-    let url = amqp_url();
-    let routes = format!(
-        "PingRequest={},OrderRequest={}",
-        topology.request_queue, topology.unattended_queue
-    );
-    let mut config = dispatcher_config_routing(&routes, &topology.response_queue, &url);
-    // The unattended queue stays "attended" for the test's length.
-    config.no_listener_grace = Duration::from_secs(600);
-    let dispatcher = spawn_dispatcher(config).await;
-    let _listener = spawn_listener(listener_config(&topology, &url), ping_listener::handle).await;
+    let (dispatcher, _listener) = spawn_pings_and_unanswered_orders(&topology).await;
     let mut config = public_web_config(&dispatcher.url());
     config.request_timeout = Duration::from_secs(3);
     let (public_web, pending) = spawn_public_web(config).await;
-    wait_ready(&dispatcher.url()).await;
     let client = reqwest::Client::new();
 
     // The victim's order waits: nobody consumes its queue.

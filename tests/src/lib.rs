@@ -198,6 +198,26 @@ pub fn test_limits() -> ServerLimits {
     )
 }
 
+/// A dispatcher routing `PingRequest` to `topology`'s request queue, where
+/// a ping listener answers, and `OrderRequest` to its unattended queue,
+/// where nothing does (its requests stay parked). Ready.
+pub async fn spawn_pings_and_unanswered_orders(topology: &Topology) -> (Running, Running) {
+    let url = amqp_url();
+    let routes = format!(
+        "PingRequest={},OrderRequest={}",
+        topology.request_queue, topology.unattended_queue
+    );
+    let dispatcher = spawn_dispatcher(dispatcher_config_routing(
+        &routes,
+        &topology.response_queue,
+        &url,
+    ))
+    .await;
+    let listener = spawn_listener(listener_config(topology, &url), ping_listener::handle).await;
+    wait_ready(&dispatcher.url()).await;
+    (dispatcher, listener)
+}
+
 /// The dispatcher's configuration for `topology`, on a free port.
 pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::config::Config {
     dispatcher_config_routing(
@@ -233,7 +253,9 @@ pub fn dispatcher_config_routing(
             cooldown: Duration::from_secs(5),
         },
         max_body_bytes: 64 * 1024,
-        no_listener_grace: Duration::from_secs(5),
+        // Tests start listeners late and on purpose; the one that tests
+        // the grace sets its own.
+        no_listener_grace: Duration::from_secs(600),
         limits: test_limits(),
     }
 }

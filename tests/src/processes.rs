@@ -96,6 +96,8 @@ impl ServiceProcess {
             .env("PORT", port.to_string())
             .env("CALLBACK_SECRET", crate::TEST_SECRET)
             .env("CALLBACK_ALLOW", "127.0.0.0/8")
+            // Tests start listeners late and on purpose.
+            .env("NO_LISTENER_GRACE_MS", "600000")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
