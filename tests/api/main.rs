@@ -8,6 +8,7 @@ mod connections;
 mod faults;
 mod overload;
 mod prime;
+mod python_listener;
 mod round_trip;
 mod scenario;
 mod telemetry;

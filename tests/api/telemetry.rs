@@ -33,18 +33,16 @@ fn expected_chain(topology: &Topology) -> Vec<(&'static str, i32, String)> {
 }
 
 fn otel_env(receiver: &Receiver, protocol: &str) -> Vec<(String, String)> {
-    [
-        ("AMQP_URL", amqp_url()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol)),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
-        ("RUST_LOG", "info,dispatcher=debug".to_owned()),
-        ("LOG_FORMAT", "json".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = receiver.service_env(protocol);
+    env.extend(
+        [
+            ("AMQP_URL", amqp_url()),
+            ("RUST_LOG", "info,dispatcher=debug".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    env
 }
 
 /// Finds the chain in `spans` and checks each link's parent and kind.

@@ -134,6 +134,20 @@ impl Receiver {
         }
     }
 
+    /// The environment that points a service's telemetry here over
+    /// `protocol`, exporting every 100 ms.
+    pub fn service_env(&self, protocol: &str) -> Vec<(String, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint(protocol)),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.store.spans.lock().expect("store lock").clone()
     }
