@@ -124,13 +124,17 @@ fn collector_routes_every_signal_to_its_store() {
         );
     }
 
-    // Each signal goes to the store that keeps it, at an address compose
-    // serves.
+    // Each signal the services export goes to the store that keeps it, at
+    // an address compose serves. They export no OTLP metrics (Prometheus
+    // scrapes /metrics), so there is no metrics pipeline to feed nothing.
+    assert!(
+        service["pipelines"]["metrics"].is_null(),
+        "a metrics pipeline with no sender"
+    );
     let services = compose.services();
     let routes = [
         ("traces", "tempo", 4317, ""),
         ("logs", "loki", 3100, "/otlp"),
-        ("metrics", "prometheus", 9090, "/api/v1/otlp"),
     ];
     for (signal, store, port, path) in routes {
         let pipeline = &service["pipelines"][signal];
@@ -175,8 +179,9 @@ fn collector_routes_every_signal_to_its_store() {
         config["exporters"]["otlp_grpc/tempo"]["tls"]["insecure"].as_bool(),
         Some(true)
     );
+    // Nor does Prometheus open an OTLP receiver nobody sends to.
     let prometheus = command_args(&compose, "prometheus");
-    assert!(prometheus.iter().any(|a| a == "--web.enable-otlp-receiver"));
+    assert!(!prometheus.iter().any(|a| a == "--web.enable-otlp-receiver"));
 
     // Receivers listen beyond localhost on the ports compose publishes and
     // the services send to.
