@@ -8,14 +8,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use integration_tests::otlp::{ReceivedSpan, Receiver};
+use integration_tests::otlp::{CONSUMER, PRODUCER, Receiver, only_span};
 use integration_tests::processes::{env, free_port, spawn_front_processes};
 use integration_tests::*;
 use serde_json::json;
 use tokio::process::{Child, Command};
-
-const PRODUCER: i32 = 4;
-const CONSUMER: i32 = 5;
 
 /// The Python listener as a process, stopped with SIGTERM when dropped.
 struct PythonListener {
@@ -71,24 +68,6 @@ impl Drop for PythonListener {
     }
 }
 
-/// The one span of `trace` by `service` of `kind` named `name`.
-fn span<'a>(spans: &'a [ReceivedSpan], service: &str, kind: i32, name: &str) -> &'a ReceivedSpan {
-    let matching: Vec<_> = spans
-        .iter()
-        .filter(|s| s.service == service && s.span.kind == kind && s.span.name == name)
-        .collect();
-    assert_eq!(
-        matching.len(),
-        1,
-        "one {service} {name}; have {:?}",
-        spans
-            .iter()
-            .map(|s| (&s.service, &s.span.name, s.span.kind))
-            .collect::<Vec<_>>()
-    );
-    matching[0]
-}
-
 #[tokio::test]
 async fn a_python_listener_answers_through_public_web_on_the_same_trace() {
     let receiver = Receiver::start().await;
@@ -127,25 +106,25 @@ async fn a_python_listener_answers_through_public_web_on_the_same_trace() {
         .await;
     let request = &topology.request_queue;
     let responses = &topology.response_queue;
-    let published = span(
+    let published = only_span(
         &spans,
         "dispatcher",
         PRODUCER,
         &format!("{request} publish"),
     );
-    let consumed = span(
+    let consumed = only_span(
         &spans,
         "python-listener",
         CONSUMER,
         &format!("{request} process"),
     );
-    let replied = span(
+    let replied = only_span(
         &spans,
         "python-listener",
         PRODUCER,
         &format!("{responses} publish"),
     );
-    let taken = span(
+    let taken = only_span(
         &spans,
         "dispatcher",
         CONSUMER,

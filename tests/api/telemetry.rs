@@ -6,14 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use integration_tests::otlp::{ReceivedSpan, Receiver};
+use integration_tests::otlp::{
+    CLIENT, CONSUMER, PRODUCER, ReceivedSpan, Receiver, SERVER, only_span,
+};
 use integration_tests::processes::{ProcessStack, metric_names, metric_value};
 use integration_tests::*;
-
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
-const PRODUCER: i32 = 4;
-const CONSUMER: i32 = 5;
 
 /// Spans a ping produces, in causal order: (service, kind, name).
 fn expected_chain(topology: &Topology) -> Vec<(&'static str, i32, String)> {
@@ -54,20 +51,7 @@ fn assert_chain(
 ) -> Vec<ReceivedSpan> {
     let mut chain = Vec::new();
     for (service, kind, name) in expected_chain(topology) {
-        let matching: Vec<_> = spans
-            .iter()
-            .filter(|s| s.service == service && s.span.kind == kind && s.span.name == name)
-            .collect();
-        assert_eq!(
-            matching.len(),
-            1,
-            "exactly one {service} {name} span of kind {kind}; have {:?}",
-            spans
-                .iter()
-                .map(|s| (&s.service, &s.span.name, s.span.kind))
-                .collect::<Vec<_>>()
-        );
-        chain.push(matching[0].clone());
+        chain.push(only_span(spans, service, kind, &name).clone());
     }
     match root_parent {
         Some(parent) => assert_eq!(chain[0].parent_span_id(), parent),

@@ -417,6 +417,15 @@ pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u1
     (status, body)
 }
 
+/// Checks that `response` is a `503` with `Retry-After: 1` and the JSON
+/// error `code`.
+pub async fn assert_retry_later(response: reqwest::Response, code: &str) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
 /// Parses a successful response as an event.
 pub fn as_event(body: Value) -> Event {
     serde_json::from_value(body).expect("the response is an event")

@@ -100,6 +100,36 @@ impl Store {
     }
 }
 
+/// OTLP span kinds, as the proto numbers them.
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
+pub const PRODUCER: i32 = 4;
+pub const CONSUMER: i32 = 5;
+
+/// The one span among `spans` by `service` of `kind` named `name`; panics,
+/// listing what there is, unless there is exactly one.
+pub fn only_span<'a>(
+    spans: &'a [ReceivedSpan],
+    service: &str,
+    kind: i32,
+    name: &str,
+) -> &'a ReceivedSpan {
+    let matching: Vec<_> = spans
+        .iter()
+        .filter(|s| s.service == service && s.span.kind == kind && s.span.name == name)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "exactly one {service} {name} span of kind {kind}; have {:?}",
+        spans
+            .iter()
+            .map(|s| (&s.service, &s.span.name, s.span.kind))
+            .collect::<Vec<_>>()
+    );
+    matching[0]
+}
+
 /// The receiver, listening on two loopback ports until dropped.
 pub struct Receiver {
     pub grpc_addr: SocketAddr,
