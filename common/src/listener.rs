@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use lapin::message::Delivery;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::message::{self, event_properties};
 use crate::amqp::{self, BrokerUrl, ConsumerConfig, DeadLetterReason, Readiness, Settle};
 use crate::config::{self, ConfigError};
+use crate::telemetry::HOP_TARGET;
 use crate::wire::{CALLBACK_URL_HEADER, Event, HandlerError};
 use crate::{http, telemetry};
 
@@ -207,16 +208,22 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
         };
 
         let request_id = request.id.clone();
+        let started = Instant::now();
         // A panic is a bug, not an answer: retry once (another instance may
         // fare better), then dead-letter, so it can never loop.
         let handled = AssertUnwindSafe(self.handler.handle(request))
             .catch_unwind()
             .await;
+        let handler_ms = started.elapsed().as_secs_f64() * 1e3;
+        let queue = delivery.routing_key.as_str();
         let response = match handled {
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => {
+                tracing::info!(target: HOP_TARGET, event_id = %request_id, queue, outcome = "answered", handler_ms, "request handled");
+                response
+            }
             Ok(Err(error)) => {
                 telemetry::hop::record_error_in_current_hop(&error);
-                tracing::warn!(event_id = %request_id, error = %error, "handler answered with an error");
+                tracing::warn!(event_id = %request_id, queue, outcome = "error", handler_ms, error = %error, "handler answered with an error");
                 error.into_event(request_id.clone())
             }
             Err(_) if delivery.redelivered => {

@@ -17,6 +17,7 @@
 //! checked URLs, up to a bound.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use common::amqp::message;
 use common::amqp::{Consumer, DeadLetterReason, Settle};
 use common::egress::{EgressError, EgressPolicy};
 use common::http::{self, InternalAuth};
+use common::telemetry::HOP_TARGET;
 use common::wire::{CALLBACK_URL_HEADER, Hop};
 use lapin::message::Delivery;
 use lapin::{Channel, Connection};
@@ -195,12 +197,13 @@ impl Callbacks {
 
     /// POSTs `body`, the answer for `correlation`, to `url` until it is
     /// taken, refused for good, the retries are spent or the target goes
-    /// down.
+    /// down. `attempts` counts the calls made.
     async fn deliver(
         &self,
         url: &Url,
         correlation: &str,
         body: Bytes,
+        attempts: &AtomicU32,
     ) -> Result<StatusCode, CallbackError> {
         let target = self.targets.of(url);
         let _turn = target
@@ -211,6 +214,7 @@ impl Callbacks {
             if target.is_down() {
                 return Err(CallbackError::Unavailable(Unavailable::Down));
             }
+            attempts.fetch_add(1, Ordering::Relaxed);
             let span = http::client_span("POST", url);
             let request = self
                 .http
@@ -273,18 +277,25 @@ impl Consumer for Callbacks {
         };
         // Sent as received: the listener's JSON is not parsed into a new body.
         let body = Bytes::from(std::mem::take(&mut delivery.data));
-        match self.deliver(&url, &correlation, body).await {
+        let attempts = AtomicU32::new(0);
+        let delivered = self.deliver(&url, &correlation, body, &attempts).await;
+        let attempts = attempts.into_inner();
+        match delivered {
             Ok(StatusCode::NOT_FOUND) => {
                 crate::metrics::callback_failed(CallbackFailure::UnknownId);
                 tracing::warn!(
+                    attempts,
                     "public-web is not waiting for this response (timed out, restarted or duplicate)"
                 );
                 Settle::Ack
             }
-            Ok(_) => Settle::Ack,
+            Ok(status) => {
+                tracing::info!(target: HOP_TARGET, status = status.as_u16(), attempts, "callback delivered");
+                Settle::Ack
+            }
             Err(error) => {
                 crate::metrics::callback_failed(error.failure());
-                tracing::warn!(%error, "callback failed; dead-lettering the response");
+                tracing::warn!(%error, attempts, "callback failed; dead-lettering the response");
                 Settle::DeadLetter(ResponseDeadLetter::CallbackFailed)
             }
         }

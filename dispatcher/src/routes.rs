@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::egress::EgressError;
 use common::http::{SignedEvent, SubmitHop};
+use common::telemetry::HOP_TARGET;
 use common::wire::CALLBACK_URL_HEADER;
 use serde_json::{Value, json};
 
@@ -43,6 +44,6 @@ pub async fn accept(
         .publisher
         .publish(&event, &body, queue, &correlation, callback_url)
         .await?;
-    tracing::debug!(event_id = %event.id, queue, "event published");
+    tracing::info!(target: HOP_TARGET, event_id = %event.id, queue, "event published");
     Ok((StatusCode::CREATED, Json(json!({"id": event.id}))))
 }

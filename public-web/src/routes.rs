@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use common::http::{CallbackHop, JsonEvent, SignedEvent};
+use common::telemetry::HOP_TARGET;
 use common::wire::{Event, HandlerError};
 use tokio::time::Instant;
 
@@ -33,13 +34,21 @@ pub fn submit(
     state: Arc<AppState>,
     request: Request,
 ) -> impl Future<Output = Result<Response, Infallible>> + Send {
+    let started = Instant::now();
     let accepted = Box::pin(accept(state, request));
     async move {
         let answer = match accepted.await {
             Ok(waiting) => waiting.response().await,
             Err(error) => Err(error),
         };
-        Ok(answer.into_response())
+        let response = answer.into_response();
+        tracing::info!(
+            target: HOP_TARGET,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request answered"
+        );
+        Ok(response)
     }
 }
 
@@ -51,6 +60,7 @@ async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, Publi
     let timeout = state.config.request_timeout;
     let deadline = Instant::now() + timeout;
     let parked = state.pending.park(&event.id)?;
+    tracing::info!(target: HOP_TARGET, event_id = %event.id, event_type = %event.kind, "request accepted");
     // The deadline covers the forward too: a slow dispatcher must not
     // stretch a request past REQUEST_TIMEOUT_MS.
     let forward = state.dispatcher.forward(&event, parked.correlation());

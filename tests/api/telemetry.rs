@@ -1,13 +1,14 @@
 //! End-to-end telemetry: the three services as processes, exporting to a
 //! real OTLP receiver over gRPC and HTTP/protobuf, against the real broker.
-//! One ping must be one trace with every hop parented correctly; logs carry
-//! the trace id; `/metrics` counts what happened.
+//! One ping must be one trace with every hop parented correctly; every hop
+//! logs one line in its span, found by the provisioned trace -> logs
+//! query; `/metrics` counts what happened.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use integration_tests::otlp::{
-    CLIENT, CONSUMER, PRODUCER, ReceivedSpan, Receiver, SERVER, only_span,
+    CLIENT, CONSUMER, PRODUCER, ReceivedLog, ReceivedSpan, Receiver, SERVER, only_span,
 };
 use integration_tests::processes::{ProcessStack, metric_names, metric_value};
 use integration_tests::*;
@@ -312,4 +313,222 @@ async fn concurrent_pings_make_separate_complete_traces() {
         assert_chain(spans, &topology, None);
     }
     assert!(stack.terminate().await);
+}
+
+/// The line each hop writes at `info`: (service, message, attributes it
+/// carries).
+const HOP_LINES: [(&str, &str, &[&str]); 5] = [
+    (
+        "public-web",
+        "request accepted",
+        &["event_id", "event_type"],
+    ),
+    ("dispatcher", "event published", &["event_id", "queue"]),
+    (
+        "ping-listener",
+        "request handled",
+        &["event_id", "queue", "outcome", "handler_ms"],
+    ),
+    ("dispatcher", "callback delivered", &["status", "attempts"]),
+    ("public-web", "request answered", &["status", "elapsed_ms"]),
+];
+
+#[tokio::test]
+async fn every_hop_of_a_hundred_pings_logs_its_line_in_the_ping_s_trace() {
+    let receiver = Receiver::start().await;
+    let topology = Topology::new();
+    let mut stack = ProcessStack::start(&topology, &otel_env(&receiver, "http/protobuf")).await;
+    let client = reqwest::Client::new();
+    let mut trace_ids = Vec::new();
+    for _ in 0..100 {
+        let response = client
+            .post(stack.public_web.url())
+            .json(&ping_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        trace_ids.push(
+            response.headers()["x-trace-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    let complete = |trace_id: &String, spans: &[ReceivedSpan], logs: &[ReceivedLog]| {
+        spans.iter().filter(|s| &s.trace_id() == trace_id).count() == 9
+            && HOP_LINES.iter().all(|(service, message, _)| {
+                logs.iter().any(|log| {
+                    &log.trace_id() == trace_id && log.service == *service && log.body() == *message
+                })
+            })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (spans, logs) = loop {
+        let (spans, logs) = (receiver.spans(), receiver.logs());
+        let done = trace_ids
+            .iter()
+            .filter(|id| complete(id, &spans, &logs))
+            .count();
+        if done == trace_ids.len() {
+            break (spans, logs);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of 100 pings have their spans and hop lines"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let span_services: HashMap<String, (String, String)> = spans
+        .iter()
+        .map(|s| (s.span_id(), (s.trace_id(), s.service.clone())))
+        .collect();
+    let entries: Vec<_> = logs.iter().map(|log| (log, log.loki_entry())).collect();
+    for trace_id in &trace_ids {
+        for (service, message, attributes) in HOP_LINES {
+            let lines: Vec<&ReceivedLog> = logs
+                .iter()
+                .filter(|log| {
+                    &log.trace_id() == trace_id && log.service == service && log.body() == message
+                })
+                .collect();
+            assert_eq!(lines.len(), 1, "one {message:?} line by {service}");
+            let line = lines[0];
+            assert_eq!(line.record.severity_text, "INFO");
+            assert_eq!(
+                span_services.get(&line.span_id()),
+                Some(&(trace_id.clone(), service.to_owned())),
+                "{service}'s {message:?} line names a span of its own in the ping's trace"
+            );
+            for attribute in attributes {
+                assert!(
+                    line.attribute(attribute).is_some(),
+                    "{message:?} carries {attribute}"
+                );
+            }
+        }
+        // Grafana's trace -> logs link, as provisioned, run the way Loki
+        // would on what the services exported: the whole story of this
+        // ping, every service, nothing of another ping.
+        let query =
+            stack_check::logql::Query::parse(&stack_check::logql::trace_to_logs_query(trace_id))
+                .unwrap();
+        let found: Vec<&ReceivedLog> = entries
+            .iter()
+            .filter(|(_, entry)| query.matches(entry))
+            .map(|(log, _)| *log)
+            .collect();
+        assert!(found.iter().all(|log| &log.trace_id() == trace_id));
+        let services: HashSet<&str> = found.iter().map(|log| log.service.as_str()).collect();
+        assert_eq!(
+            services,
+            HashSet::from(["public-web", "dispatcher", "ping-listener"])
+        );
+        assert!(found.len() >= HOP_LINES.len());
+    }
+    let answered = logs
+        .iter()
+        .find(|log| log.body() == "request answered" && log.trace_id() == trace_ids[0])
+        .unwrap();
+    assert_eq!(answered.attribute("status").as_deref(), Some("200"));
+    let delivered = logs
+        .iter()
+        .find(|log| log.body() == "callback delivered" && log.trace_id() == trace_ids[0])
+        .unwrap();
+    assert_eq!(delivered.attribute("status").as_deref(), Some("204"));
+    assert_eq!(delivered.attribute("attempts").as_deref(), Some("1"));
+
+    // stdout names the same trace and span.
+    let stdout = stack.public_web.drain_stdout();
+    let line = stdout
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["message"] == "request answered" && line["trace_id"] == trace_ids[0].as_str()
+        })
+        .expect("public-web's JSON line for the first ping");
+    assert_eq!(line["target"], "hop");
+    assert_eq!(line["span_id"], answered.span_id().as_str());
+    assert!(stack.terminate().await);
+}
+
+/// The log lines `bin/trace` prints under the span row labelled `label`.
+fn lines_under<'a>(waterfall: &'a str, label: &str) -> Vec<&'a str> {
+    let mut lines = waterfall.lines().skip_while(|line| {
+        !(line.contains('│') && line.trim_start().split("  ").next() == Some(label))
+    });
+    assert!(lines.next().is_some(), "a {label:?} row in\n{waterfall}");
+    lines
+        .map(str::trim_start)
+        .take_while(|line| line.starts_with('·'))
+        .collect()
+}
+
+#[tokio::test]
+async fn bin_trace_shows_each_hop_line_under_its_span() {
+    let dir = std::env::temp_dir().join(format!("it-traces-{}", uuid::Uuid::new_v4().simple()));
+    let topology = Topology::new();
+    let env: Vec<(String, String)> = [
+        ("AMQP_URL", amqp_url()),
+        ("TRACE_FILE_DIR", dir.display().to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .into();
+    let stack = ProcessStack::start(&topology, &env).await;
+    let response = reqwest::Client::new()
+        .post(stack.public_web.url())
+        .json(&ping_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let trace_id = response.headers()["x-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let style = trace_view::Style {
+        color: false,
+        bar_width: 20,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let waterfall = loop {
+        let shown = trace_view::run(
+            &dir,
+            &trace_view::Selection::Trace(trace_id.clone()),
+            &style,
+        );
+        match shown {
+            Ok(output) if output.text.contains("9 spans  ·  5 log lines") => break output.text,
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the trace and its 5 hop lines in {}: {shown:?}",
+                dir.display()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let request_process = format!("ping-listener {} process", topology.request_queue);
+    let response_process = format!("dispatcher {} process", topology.response_queue);
+    for (label, messages) in [
+        (
+            "public-web POST /",
+            &["request accepted", "request answered"][..],
+        ),
+        ("dispatcher POST /", &["event published"]),
+        (request_process.as_str(), &["request handled"]),
+        (response_process.as_str(), &["callback delivered"]),
+    ] {
+        let lines = lines_under(&waterfall, label);
+        assert_eq!(lines.len(), messages.len(), "{label}:\n{waterfall}");
+        for (line, message) in lines.iter().zip(messages) {
+            assert!(line.contains(&format!("INFO {message}")), "{line}");
+        }
+    }
+    assert!(stack.terminate().await);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -54,6 +54,44 @@ impl ReceivedLog {
         hex(&self.record.trace_id)
     }
 
+    pub fn span_id(&self) -> String {
+        hex(&self.record.span_id)
+    }
+
+    /// A string, integer, boolean or float attribute rendered as text.
+    pub fn attribute(&self, key: &str) -> Option<String> {
+        attribute(&self.record.attributes, key)
+    }
+
+    /// The record as Loki's OTLP ingestion stores it: `service.name` (the
+    /// one resource attribute these services set) as the stream label
+    /// `service_name`; the trace and span ids (hex), the severity and the
+    /// attributes (dots made underscores) as structured metadata.
+    pub fn loki_entry(&self) -> stack_check::logql::Entry {
+        let mut metadata: std::collections::BTreeMap<String, String> = self
+            .record
+            .attributes
+            .iter()
+            .filter_map(|kv| {
+                let value = attribute(std::slice::from_ref(kv), &kv.key)?;
+                Some((kv.key.replace('.', "_"), value))
+            })
+            .collect();
+        for (key, value) in [
+            ("trace_id", self.trace_id()),
+            ("span_id", self.span_id()),
+            ("severity_text", self.record.severity_text.clone()),
+        ] {
+            if !value.is_empty() {
+                metadata.insert(key.to_owned(), value);
+            }
+        }
+        stack_check::logql::Entry {
+            labels: [("service_name".to_owned(), self.service.clone())].into(),
+            structured_metadata: metadata,
+        }
+    }
+
     pub fn body(&self) -> String {
         match self.record.body.as_ref().and_then(|b| b.value.as_ref()) {
             Some(AnyValue::StringValue(text)) => text.clone(),

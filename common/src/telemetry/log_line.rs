@@ -1,5 +1,5 @@
-//! Log lines on stdout that name the trace they were written in, and that
-//! no logged value can forge.
+//! Log lines on stdout that name the trace and span they were written in,
+//! and that no logged value can forge.
 //!
 //! Logged fields carry client input (event ids and types, URLs, error
 //! messages). A newline in one would start a line of the attacker's
@@ -11,12 +11,12 @@
 //! fields when the span opens (what a fmt layer does for the spans it sees)
 //! is a measurable share of each service's CPU with tracing on
 //! (BENCHMARKS.md), for fields that nearly no line ever shows. A line
-//! written inside a traced
-//! request still carries the request's trace id, read when, and only when,
-//! a line is written, from the open `tracing` span if there is one, else
-//! from the hop being polled (`hop::current_context`). The current one, not an
-//! event's explicit `parent:`: log inside the span (`span.in_scope(..)`)
-//! for the line to carry its trace.
+//! written inside a traced request still carries the request's trace and
+//! span ids, read when, and only when, a line is written, from the open
+//! `tracing` span if there is one, else from the hop being polled
+//! (`hop::current_context`). The current one, not an event's explicit
+//! `parent:`: log inside the span (`span.in_scope(..)`) for the line to
+//! carry its trace.
 //!
 //! Log records exported over OTLP get theirs the same way
 //! ([`InSpanContext`]): `tracing` spans do not make their OpenTelemetry
@@ -25,7 +25,7 @@
 
 use std::fmt::{self, Write as _};
 
-use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
 use tracing_subscriber::field::RecordFields;
@@ -59,19 +59,21 @@ where
     }
 }
 
-/// An event format that adds `trace_id` to the lines `inner` writes.
+/// An event format that adds `trace_id` and `span_id` to the lines `inner`
+/// writes.
 pub(super) struct WithTraceId<F> {
     inner: F,
     json: bool,
 }
 
 impl<F> WithTraceId<F> {
-    /// Around a text format: ` trace_id=…` ends the line.
+    /// Around a text format: ` trace_id=… span_id=…` ends the line.
     pub(super) fn text(inner: F) -> Self {
         Self { inner, json: false }
     }
 
-    /// Around a JSON format: `"trace_id"` is the object's first field.
+    /// Around a JSON format: `"trace_id"` and `"span_id"` are the object's
+    /// first fields.
     pub(super) fn json(inner: F) -> Self {
         Self { inner, json: true }
     }
@@ -89,13 +91,13 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        let Some(trace_id) = current_trace_id() else {
+        let Some(ids) = current_ids() else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::with_capacity(256);
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        writer.write_str(&add_trace_id(&line, trace_id, self.json))
+        writer.write_str(&add_ids(&line, ids, self.json))
     }
 }
 
@@ -142,33 +144,35 @@ fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     out.write_str(rest)
 }
 
-/// The trace of the span the current line is written in, if it is traced.
-fn current_trace_id() -> Option<TraceId> {
+/// The trace and span the current line is written in, if it is traced.
+fn current_ids() -> Option<(TraceId, SpanId)> {
     if !super::hop::enabled() {
         return None;
     }
-    let trace_id = super::hop::current_context()
-        .span()
-        .span_context()
-        .trace_id();
-    (trace_id != TraceId::INVALID).then_some(trace_id)
+    let context = super::hop::current_context();
+    let span = context.span();
+    let span = span.span_context();
+    span.is_valid().then(|| (span.trace_id(), span.span_id()))
 }
 
-/// `line`, one formatted log line, with `trace_id` added: as the first
-/// field of a JSON object (a line that is not a non-empty object is left
-/// as it is), or as the last `key=value` of a text line.
-fn add_trace_id(line: &str, trace_id: TraceId, json: bool) -> String {
-    let mut out = String::with_capacity(line.len() + 48);
+/// `line`, one formatted log line, with the trace and span ids added: as
+/// the first fields of a JSON object (a line that is not a non-empty
+/// object is left as it is), or as the last `key=value`s of a text line.
+fn add_ids(line: &str, (trace_id, span_id): (TraceId, SpanId), json: bool) -> String {
+    let mut out = String::with_capacity(line.len() + 80);
     if json {
         match line.strip_prefix('{') {
             Some(fields) if !fields.trim_start().starts_with('}') => {
-                let _ = write!(out, "{{\"trace_id\":\"{trace_id}\",{fields}");
+                let _ = write!(
+                    out,
+                    "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{fields}"
+                );
             }
             _ => out.push_str(line),
         }
     } else {
         let text = line.strip_suffix('\n').unwrap_or(line);
-        let _ = writeln!(out, "{text} trace_id={trace_id}");
+        let _ = writeln!(out, "{text} trace_id={trace_id} span_id={span_id}");
     }
     out
 }
@@ -178,17 +182,22 @@ mod tests {
     use super::*;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
 
-    fn trace_id() -> TraceId {
-        TraceId::from_hex(TRACE).unwrap()
+    fn ids() -> (TraceId, SpanId) {
+        (
+            TraceId::from_hex(TRACE).unwrap(),
+            SpanId::from_hex(SPAN).unwrap(),
+        )
     }
 
     #[test]
-    fn json_lines_get_a_trace_id_field() {
-        let line = "{\"timestamp\":\"t\",\"level\":\"DEBUG\",\"message\":\"event published\"}\n";
-        let out = add_trace_id(line, trace_id(), true);
+    fn json_lines_get_trace_and_span_id_fields() {
+        let line = "{\"timestamp\":\"t\",\"level\":\"INFO\",\"message\":\"event published\"}\n";
+        let out = add_ids(line, ids(), true);
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["trace_id"], TRACE);
+        assert_eq!(parsed["span_id"], SPAN);
         assert_eq!(parsed["message"], "event published");
         assert!(out.ends_with("}\n"));
     }
@@ -196,17 +205,17 @@ mod tests {
     #[test]
     fn json_that_is_not_a_non_empty_object_is_left_alone() {
         for line in ["{}\n", "[1]\n", "not json\n"] {
-            assert_eq!(add_trace_id(line, trace_id(), true), line);
+            assert_eq!(add_ids(line, ids(), true), line);
         }
     }
 
     #[test]
-    fn text_lines_end_with_the_trace_id() {
-        let line = "2026-11-30T00:00:00Z  INFO dispatcher: event published queue=\"q\"\n";
+    fn text_lines_end_with_the_trace_and_span_ids() {
+        let line = "2026-11-30T00:00:00Z  INFO hop: event published queue=\"q\"\n";
         assert_eq!(
-            add_trace_id(line, trace_id(), false),
+            add_ids(line, ids(), false),
             format!(
-                "2026-11-30T00:00:00Z  INFO dispatcher: event published queue=\"q\" trace_id={TRACE}\n"
+                "2026-11-30T00:00:00Z  INFO hop: event published queue=\"q\" trace_id={TRACE} span_id={SPAN}\n"
             )
         );
     }
@@ -261,6 +270,6 @@ mod tests {
 
     #[test]
     fn outside_a_span_there_is_no_trace() {
-        assert_eq!(current_trace_id(), None);
+        assert_eq!(current_ids(), None);
     }
 }

@@ -7,8 +7,9 @@
 //!   through the standard `OTEL_EXPORTER_OTLP_*` variables (gRPC or
 //!   HTTP/protobuf by `OTEL_EXPORTER_OTLP_PROTOCOL`), in batches on the SDK's
 //!   own threads, so requests never wait on the collector.
-//! - With `TRACE_FILE_DIR` set, spans are also written as OTLP JSON lines to
-//!   `<dir>/<service>.jsonl`, for `bin/trace` when no collector runs.
+//! - With `TRACE_FILE_DIR` set, spans and log records are also written as
+//!   OTLP JSON lines to `<dir>/<service>.jsonl` and
+//!   `<dir>/<service>.logs.jsonl`, for `bin/trace` when no collector runs.
 //! - With neither, no OpenTelemetry layer is installed at all: nothing is
 //!   exported and nothing is slowed.
 //!
@@ -41,6 +42,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config;
 
 pub use hop::HopSpan;
+
+/// The target of the one `info` line each hop of a request writes inside
+/// its span (accepted, published, handled, called back, answered), so a
+/// request's story can be read by its trace id. `RUST_LOG=info,hop=warn`
+/// quiets them and keeps every other line.
+pub const HOP_TARGET: &str = "hop";
 
 /// Flushes and stops the exporters when the service is done.
 #[must_use = "call shutdown() at exit, or spans still in the batch are lost"]
@@ -103,6 +110,10 @@ impl ExportPlan {
     fn traces(&self) -> bool {
         self.otlp_traces || self.trace_file_dir.is_some()
     }
+
+    fn logs(&self) -> bool {
+        self.otlp_logs || self.trace_file_dir.is_some()
+    }
 }
 
 /// Installs the global subscriber and propagator. Call once, first thing in
@@ -135,11 +146,19 @@ pub fn init(service_name: &str) -> Telemetry {
         }
         builder.build()
     });
-    let logger_provider = plan.otlp_logs.then(|| {
+    let logger_provider = plan.logs().then(|| {
         let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
-        match export::otlp_log_exporter() {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(error) => eprintln!("OTLP log export disabled: {error}"),
+        if plan.otlp_logs {
+            match export::otlp_log_exporter() {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(error) => eprintln!("OTLP log export disabled: {error}"),
+            }
+        }
+        if let Some(dir) = &plan.trace_file_dir {
+            match file::JsonLinesLogExporter::create(dir, service_name) {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(error) => eprintln!("log file export disabled: {error}"),
+            }
         }
         builder.build()
     });

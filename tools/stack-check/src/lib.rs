@@ -7,12 +7,15 @@
 //! pieces agree with each other (and with the platform's services, queues
 //! and example scenarios). This library holds what those tests share,
 //! and [`dashboard_metric_names`] for the integration test that checks the
-//! dashboards' metrics against the running services. `tests/modules.rs`
+//! dashboards' metrics against the running services, and [`logql`] for
+//! the one that runs the provisioned trace → logs query on the log records
+//! the services export. `tests/modules.rs`
 //! checks the crates' sources the same static way: no module import
 //! circles.
 
 pub mod compose;
 pub mod files;
+pub mod logql;
 pub mod metrics;
 pub mod platform;
 pub mod promql;

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_norway::Value;
 use stack_check::compose::{self, COMPOSE_FILE, Compose, Mount};
+use stack_check::logql::DATASOURCES;
 use stack_check::metrics::{self, EXTERNAL_SOURCES, SERVICE_METRICS};
 use stack_check::platform::RUST_SERVICES;
 use stack_check::{files, promql};
 
-const DATASOURCES: &str = "grafana/provisioning/datasources/datasources.yaml";
 const DASHBOARD_PROVIDERS: &str = "grafana/provisioning/dashboards/dashboards.yaml";
 const OVERVIEW: &str = "grafana/dashboards/dispatcher-overview.json";
 

@@ -1,12 +1,14 @@
-//! `bin/trace`: shows a trace without Grafana, from the span files the
-//! services append to when started with `TRACE_FILE_DIR`
-//! (`<dir>/<service>.jsonl`, one OTLP JSON `ExportTraceServiceRequest` per
-//! line).
+//! `bin/trace`: shows a trace without Grafana, from the span and log files
+//! the services append to when started with `TRACE_FILE_DIR`: span files
+//! `<dir>/<service>.jsonl`, one OTLP JSON `ExportTraceServiceRequest` per
+//! line, and log files `<dir>/<service>.logs.jsonl`, one
+//! `ExportLogsServiceRequest` per line.
 //!
-//! The pipeline: [`load_dir`] parses the files into [`Span`]s,
-//! [`trace::group`] sorts them into [`Trace`]s, [`Trace::rows`] lays one out
-//! as a tree, and [`render`] turns that into lines; [`run`] does all of it
-//! for one [`Selection`].
+//! The pipeline: [`load_dir`] parses the files into [`Span`]s and
+//! [`LogLine`]s, [`trace::group`] sorts them into [`Trace`]s,
+//! [`Trace::rows`] lays one out as a tree, [`Trace::span_logs`] puts each
+//! log line under its span, and [`render`] turns that into lines; [`run`]
+//! does all of it for one [`Selection`].
 
 pub mod otlp;
 pub mod render;
@@ -16,9 +18,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-pub use otlp::{Span, SpanKind, Status, StatusCode};
+pub use otlp::{LogLine, Span, SpanKind, Status, StatusCode};
 pub use render::Style;
-pub use trace::{Row, Trace};
+pub use trace::{Row, SpanLogs, Trace};
 
 /// Said whenever the files hold nothing to show.
 const HINT: &str = "were the services started with TRACE_FILE_DIR? bin/restart.sh does that";
@@ -50,10 +52,12 @@ pub enum Selection {
     List(usize),
 }
 
-/// The spans found, and the lines that could not be read as spans.
+/// The spans and log lines found, and the lines that could not be read.
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub spans: Vec<Span>,
+    /// Only the records written in a trace.
+    pub logs: Vec<LogLine>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -74,7 +78,8 @@ pub struct Output {
     pub warnings: Vec<String>,
 }
 
-/// Loads the spans of every `*.jsonl` file in `dir`. With `only_trace`, a
+/// Loads the spans and log lines of every `*.jsonl` file in `dir` (span
+/// and log files alike: each line says which it holds). With `only_trace`, a
 /// lowercase trace id, lines that do not mention it are not parsed at all:
 /// the files only grow, and looking up one trace should stay quick.
 pub fn load_dir(dir: &Path, only_trace: Option<&str>) -> Result<Loaded, Error> {
@@ -118,7 +123,10 @@ pub fn load_dir(dir: &Path, only_trace: Option<&str>) -> Result<Loaded, Error> {
                 continue;
             }
             match otlp::parse_line(line) {
-                Ok(spans) => loaded.spans.extend(spans),
+                Ok(records) => {
+                    loaded.spans.extend(records.spans);
+                    loaded.logs.extend(records.logs);
+                }
                 Err(error) => loaded.skipped.push(skip(error.to_string())),
             }
         }
@@ -135,7 +143,7 @@ pub fn run(dir: &Path, selection: &Selection, style: &Style) -> Result<Output, E
     };
     let loaded = load_dir(dir, only_trace.as_deref())?;
     let warnings = skipped_warning(&loaded.skipped).into_iter().collect();
-    let traces = trace::group(loaded.spans);
+    let traces = trace::group(loaded.spans, loaded.logs);
 
     let text = match (selection, only_trace) {
         (Selection::Trace(_), Some(trace_id)) => {

@@ -1,6 +1,7 @@
-//! `trace`: prints a trace from the services' span files as a waterfall, the
-//! newest one with --last, or the recent ones with --list. Run it as
-//! `bin/trace`, which builds it and runs it from the repo root.
+//! `trace`: prints a trace from the services' span and log files as a
+//! waterfall with each span's log lines under it, the newest one with
+//! --last, or the recent ones with --list. Run it as `bin/trace`, which
+//! builds it and runs it from the repo root.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,8 +10,9 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Parser, ValueEnum};
 use trace_view::{Selection, Style};
 
-/// Print a trace as a waterfall, from the OTLP JSON span files the services
-/// write when started with TRACE_FILE_DIR (bin/restart.sh does that).
+/// Print a trace as a waterfall, each span's log lines under it, from the
+/// OTLP JSON span and log files the services write when started with
+/// TRACE_FILE_DIR (bin/restart.sh does that).
 #[derive(Debug, Parser)]
 #[command(name = "trace", version)]
 #[command(group(ArgGroup::new("what").required(true).args(["trace_id", "last", "list"])))]
@@ -30,8 +32,8 @@ struct Cli {
     #[arg(short = 'n', long, conflicts_with_all = ["trace_id", "last"])]
     limit: Option<usize>,
 
-    /// Directory of <service>.jsonl span files [default: $TRACE_FILE_DIR,
-    /// else out/traces]. bin/trace runs from the repo root, so a relative
+    /// Directory of <service>.jsonl span files and <service>.logs.jsonl log
+    /// files [default: $TRACE_FILE_DIR, else out/traces]. bin/trace runs from the repo root, so a relative
     /// path is relative to it.
     #[arg(long)]
     dir: Option<PathBuf>,

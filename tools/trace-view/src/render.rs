@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::otlp::{Span, StatusCode};
+use crate::otlp::{LogLine, Span, StatusCode};
 use crate::trace::{Row, Trace};
 
 /// How to draw.
@@ -26,16 +26,23 @@ const SERVICE_COLORS: [&str; 5] = ["\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[34m
 /// The trace as a waterfall: a header line, then one line per span, indented
 /// two spaces per level under its parent, with its kind, start offset and
 /// duration in ms, a bar placed on the trace's timeline, and its status when
-/// it is set.
+/// it is set. Under each span, one level deeper, the log lines written in
+/// it; the lines of no span in the trace last, under a heading of their own.
 pub fn waterfall(trace: &Trace, style: &Style) -> String {
     let rows = trace.rows();
     let services = trace.services();
     let total = trace.duration_nanos();
+    let trace_start = trace.start_unix_nano();
+    let span_logs = trace.span_logs();
     let mut out = String::new();
 
     let roots = rows.iter().filter(|row| row.depth == 0).count();
+    let logs = match trace.logs.len() {
+        0 => String::new(),
+        n => format!("  ·  {n} log line{}", plural(n)),
+    };
     let header = format!(
-        "trace {}  ·  {} span{}  ·  {} service{}  ·  {} ms  ·  started {}{}",
+        "trace {}  ·  {} span{}{logs}  ·  {} service{}  ·  {} ms  ·  started {}{}",
         trace.trace_id,
         rows.len(),
         plural(rows.len()),
@@ -97,8 +104,69 @@ pub fn waterfall(trace: &Trace, style: &Style) -> String {
             ),
         );
         writeln!(out, "{}", line.trim_end()).unwrap();
+        for log in span_logs.of(&span.span_id) {
+            let text = log_text(log, trace_start, false);
+            write_log_line(&mut out, &text, row.depth + 1, style);
+        }
+    }
+    if !span_logs.other.is_empty() {
+        let heading = "other log lines (not in a span of this trace)";
+        writeln!(out, "\n{}", paint(heading, DIM, style)).unwrap();
+        for log in &span_logs.other {
+            write_log_line(&mut out, &log_text(log, trace_start, true), 1, style);
+        }
     }
     out
+}
+
+/// `· +12.345 ms INFO event published queue=ping-requests`: the offset from
+/// the trace's start, the service when `with_service` (a line under no span
+/// has nothing else to say where it comes from), the severity, the body and
+/// the attributes, each escaped ([`escape`]).
+fn log_text(log: &LogLine, trace_start: u64, with_service: bool) -> String {
+    let mut text = format!("· {} ms", signed_offset(log.time_unix_nano, trace_start));
+    if with_service {
+        write!(text, " {}", escape(&log.service)).unwrap();
+    }
+    write!(text, " {}", escape(&log.severity)).unwrap();
+    if !log.body.is_empty() {
+        write!(text, " {}", escape(&log.body)).unwrap();
+    }
+    for (key, value) in &log.attributes {
+        write!(text, " {}={}", escape(key), escape(value)).unwrap();
+    }
+    text
+}
+
+/// A log line, indented two spaces per level and dimmed: it is detail
+/// under the span rows.
+fn write_log_line(out: &mut String, text: &str, depth: usize, style: &Style) {
+    writeln!(out, "{}{}", "  ".repeat(depth), paint(text, DIM, style)).unwrap();
+}
+
+/// `text` with every control character escaped, and the characters that
+/// break or reorder a line without being controls (line and paragraph
+/// separators, bidi overrides): `\n`, `\r`, `\t` by name, the others as
+/// `\u{..}`, as the services escape their own log lines. A log record
+/// holds client input; escaped, it stays one line and cannot restyle the
+/// terminal.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if needs_escape(c) => write!(escaped, "\\u{{{:x}}}", u32::from(c)).unwrap(),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The newest `limit` traces, newest first: id, start, span count, duration
@@ -199,6 +267,16 @@ fn bar(offset: u64, duration: u64, total: u64, width: usize) -> String {
     )
 }
 
+/// `+1.234` from `start` to `time` in ms, `-1.234` when `time` is earlier:
+/// a log line stamped before its trace's first span says so rather than
+/// passing for its start.
+fn signed_offset(time: u64, start: u64) -> String {
+    match time.checked_sub(start) {
+        Some(after) => format!("+{}", millis(after)),
+        None => format!("-{}", millis(start - time)),
+    }
+}
+
 fn millis(nanos: u64) -> String {
     format!("{:.3}", nanos as f64 / 1e6)
 }
@@ -255,6 +333,22 @@ mod tests {
             utc(1_735_689_600_000_000_000),
             "2025-01-01 00:00:00.000 UTC"
         );
+    }
+
+    #[test]
+    fn escape_keeps_a_record_on_one_line() {
+        assert_eq!(escape("plain café"), "plain café");
+        assert_eq!(
+            escape("a\nb\r\tc\x1b[31md\u{7f}\u{2028}\u{202e}"),
+            "a\\nb\\r\\tc\\u{1b}[31md\\u{7f}\\u{2028}\\u{202e}"
+        );
+    }
+
+    #[test]
+    fn log_offsets_are_signed() {
+        assert_eq!(signed_offset(1_500_000, 1_000_000), "+0.500");
+        assert_eq!(signed_offset(1_000_000, 1_000_000), "+0.000");
+        assert_eq!(signed_offset(1_000_000, 3_000_000), "-2.000");
     }
 
     #[test]

@@ -1,16 +1,19 @@
-//! Spans grouped into traces, and a trace laid out as a tree: the order,
-//! depth and timing of each row of the waterfall.
+//! Spans and log lines grouped into traces, and a trace laid out as a tree:
+//! the order, depth and timing of each row of the waterfall, and the span
+//! each log line goes under.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
-use crate::otlp::Span;
+use crate::otlp::{LogLine, Span};
 
-/// The spans of one trace, each span id once.
+/// The spans of one trace, each span id once, and its log lines, each once,
+/// in time order.
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub trace_id: String,
     pub spans: Vec<Span>,
+    pub logs: Vec<LogLine>,
 }
 
 impl Trace {
@@ -43,6 +46,22 @@ impl Trace {
     /// The first row of the waterfall: the earliest root.
     pub fn root(&self) -> Option<&Span> {
         self.rows().first().map(|row| row.span)
+    }
+
+    /// The log lines by the span they were written in; those of no span in
+    /// the trace apart.
+    pub fn span_logs(&self) -> SpanLogs<'_> {
+        let ids: HashSet<&str> = self.spans.iter().map(|s| s.span_id.as_str()).collect();
+        let mut span_logs = SpanLogs::default();
+        for log in &self.logs {
+            match log.span_id.as_deref() {
+                Some(span_id) if ids.contains(span_id) => {
+                    span_logs.by_span.entry(span_id).or_default().push(log)
+                }
+                _ => span_logs.other.push(log),
+            }
+        }
+        span_logs
     }
 
     /// The spans in waterfall order: depth first, siblings by start time.
@@ -114,9 +133,26 @@ pub struct Row<'a> {
     pub duration_nanos: u64,
 }
 
-/// Groups spans by trace, newest trace (latest start) first. A span id seen
-/// twice in a trace (a file appended to twice) counts once.
-pub fn group(spans: Vec<Span>) -> Vec<Trace> {
+/// A trace's log lines, each under its span, in time order.
+#[derive(Debug, Default)]
+pub struct SpanLogs<'a> {
+    by_span: HashMap<&'a str, Vec<&'a LogLine>>,
+    /// The lines that name no span, or a span that is not in the files.
+    pub other: Vec<&'a LogLine>,
+}
+
+impl<'a> SpanLogs<'a> {
+    /// The lines written in span `span_id`.
+    pub fn of(&self, span_id: &str) -> &[&'a LogLine] {
+        self.by_span.get(span_id).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Groups spans and log lines by trace, newest trace (latest start) first.
+/// A trace is made of spans: the log lines of a trace without any are
+/// dropped. A span id or log record seen twice in a trace (a file appended
+/// to twice) counts once.
+pub fn group(spans: Vec<Span>, logs: Vec<LogLine>) -> Vec<Trace> {
     let mut by_id: HashMap<String, Trace> = HashMap::new();
     let mut seen: HashSet<(String, String)> = HashSet::new();
     for span in spans {
@@ -128,9 +164,22 @@ pub fn group(spans: Vec<Span>) -> Vec<Trace> {
             .or_insert_with(|| Trace {
                 trace_id: span.trace_id.clone(),
                 spans: Vec::new(),
+                logs: Vec::new(),
             })
             .spans
             .push(span);
+    }
+    for log in logs {
+        if let Some(trace) = by_id.get_mut(&log.trace_id) {
+            trace.logs.push(log);
+        }
+    }
+    for trace in by_id.values_mut() {
+        // Whole records break ties, so that copies end up side by side.
+        trace
+            .logs
+            .sort_by(|a, b| (a.time_unix_nano, a).cmp(&(b.time_unix_nano, b)));
+        trace.logs.dedup();
     }
     let mut traces: Vec<Trace> = by_id.into_values().collect();
     traces.sort_by_cached_key(|trace| Reverse((trace.start_unix_nano(), trace.trace_id.clone())));
@@ -159,6 +208,39 @@ mod tests {
         }
     }
 
+    fn log(trace: &str, span: Option<&str>, time: u64, body: &str) -> LogLine {
+        LogLine {
+            trace_id: trace.to_owned(),
+            span_id: span.map(str::to_owned),
+            service: "s".to_owned(),
+            time_unix_nano: time,
+            severity: "INFO".to_owned(),
+            body: body.to_owned(),
+            attributes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn log_lines_join_their_trace_in_time_order_once_each() {
+        let logs = vec![
+            log("t", Some("root"), 5, "late"),
+            log("t", None, 1, "early"),
+            log("no spans", Some("root"), 0, "dropped"),
+            log("t", Some("root"), 5, "late"),
+            log("t", Some("gone"), 3, "orphan"),
+        ];
+        let traces = group(vec![span("root", None, 0)], logs);
+        assert_eq!(traces.len(), 1);
+        let bodies = |logs: &[&LogLine]| logs.iter().map(|l| l.body.clone()).collect::<Vec<_>>();
+        let all: Vec<&LogLine> = traces[0].logs.iter().collect();
+        assert_eq!(bodies(&all), ["early", "orphan", "late"]);
+
+        let span_logs = traces[0].span_logs();
+        assert_eq!(bodies(span_logs.of("root")), ["late"]);
+        assert_eq!(bodies(&span_logs.other), ["early", "orphan"]);
+        assert!(span_logs.of("gone").is_empty());
+    }
+
     #[test]
     fn a_parent_cycle_still_prints_every_span_once() {
         // a and b name each other as parent: neither is a root.
@@ -169,6 +251,7 @@ mod tests {
                 span("root", None, 0),
                 span("a", Some("b"), 1),
             ],
+            logs: Vec::new(),
         };
         let rows: Vec<(&str, usize, u64)> = trace
             .rows()

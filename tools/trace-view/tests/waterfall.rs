@@ -1,7 +1,7 @@
-//! The waterfall, --last and --list over span files built here: a 9-span
-//! round trip across three services like the real one, spread over several
-//! files and lines the way the services' batches land, plus a newer and an
-//! older trace.
+//! The waterfall, --last and --list over span and log files built here: a
+//! 9-span round trip across three services like the real one, spread over
+//! several files and lines the way the services' batches land, plus a newer
+//! and an older trace; and log lines under the spans they were written in.
 
 use std::path::PathBuf;
 
@@ -62,6 +62,50 @@ fn line(service: &str, spans: Vec<Value>) -> String {
                 "droppedAttributesCount": 0
             },
             "scopeSpans": [{"scope": {"name": service, "version": ""}, "spans": spans}],
+            "schemaUrl": ""
+        }]
+    })
+    .to_string()
+}
+
+/// A log record in OTLP JSON, `at_us` in µs after [`T0`]; `attributes` are
+/// `(key, AnyValue)` pairs.
+fn log_record(
+    trace: &str,
+    span: &str,
+    at_us: u64,
+    severity: &str,
+    body: &str,
+    attributes: &[(&str, Value)],
+) -> Value {
+    let attributes: Vec<Value> = attributes
+        .iter()
+        .map(|(key, value)| json!({"key": key, "value": value}))
+        .collect();
+    json!({
+        "timeUnixNano": (T0 + at_us * 1000).to_string(),
+        "observedTimeUnixNano": (T0 + at_us * 1000 + 7).to_string(),
+        "severityNumber": 9,
+        "severityText": severity,
+        "body": {"stringValue": body},
+        "attributes": attributes,
+        "droppedAttributesCount": 0,
+        "flags": 1,
+        "traceId": trace,
+        "spanId": span,
+        "eventName": ""
+    })
+}
+
+/// One `ExportLogsServiceRequest` line from `service`.
+fn logs_line(service: &str, records: Vec<Value>) -> String {
+    json!({
+        "resourceLogs": [{
+            "resource": {
+                "attributes": [{"key": "service.name", "value": {"stringValue": service}}],
+                "droppedAttributesCount": 0
+            },
+            "scopeLogs": [{"scope": {"name": "hop"}, "logRecords": records, "schemaUrl": ""}],
             "schemaUrl": ""
         }]
     })
@@ -603,4 +647,169 @@ fn a_span_whose_parent_is_missing_is_a_root() {
         summary,
         expected.map(|(indent, label)| (indent, label.to_owned()))
     );
+}
+
+/// Log files next to [`write_traces`]' span files: lines in the round
+/// trip's spans (written out of time order, one of them twice), lines of
+/// no span of it, a start-up line outside any trace, and a line of a trace
+/// that has no spans.
+fn write_logs(dir: &TempDir) {
+    let t = ROUND_TRIP;
+    let published = log_record(
+        t,
+        "0000000000000003",
+        1200,
+        "INFO",
+        "event published",
+        &[
+            ("queue", json!({"stringValue": "ping-requests"})),
+            ("event_id", json!({"stringValue": "abc"})),
+            ("attempts", json!({"intValue": "1"})),
+            ("elapsed_ms", json!({"doubleValue": 1.25})),
+        ],
+    );
+    dir.write(
+        "dispatcher.logs.jsonl",
+        &[
+            logs_line(
+                "dispatcher",
+                vec![
+                    log_record("", "", 0, "INFO", "listening on 127.0.0.1:8080", &[]),
+                    published.clone(),
+                    log_record(t, "00000000000000ff", 9000, "WARN", "late reply", &[]),
+                ],
+            ),
+            logs_line(
+                "dispatcher",
+                vec![
+                    log_record(t, "0000000000000003", 1100, "INFO", "event accepted", &[]),
+                    log_record(
+                        t,
+                        "0000000000000008",
+                        8500,
+                        "ERROR",
+                        "callback failed\nERROR forged line",
+                        &[("url", json!({"stringValue": "http://x/\u{1b}[2J"}))],
+                    ),
+                    log_record(
+                        "22222222222222222222222222222222",
+                        "0000000000000001",
+                        0,
+                        "INFO",
+                        "no spans",
+                        &[],
+                    ),
+                    published,
+                ],
+            ),
+        ],
+    );
+    dir.write(
+        "public-web.logs.jsonl",
+        &[logs_line(
+            "public-web",
+            vec![
+                log_record(t, "0000000000000001", 200, "INFO", "request accepted", &[]),
+                log_record(t, "", 50, "DEBUG", "no span here", &[]),
+            ],
+        )],
+    );
+}
+
+/// The line after the span row labelled `label`, and the one after that.
+fn after_span<'a>(lines: &[&'a str], label: &str) -> [&'a str; 2] {
+    let row = lines
+        .iter()
+        .position(|line| line.trim_start().starts_with(&format!("{label}  ")))
+        .unwrap_or_else(|| panic!("no row {label:?} in {lines:#?}"));
+    [lines[row + 1], lines[row + 2]]
+}
+
+#[test]
+fn log_lines_print_under_their_span_in_time_order() {
+    let dir = TempDir::new("logs");
+    write_traces(&dir);
+    write_logs(&dir);
+    let output = run(&dir.0, &Selection::Trace(ROUND_TRIP.to_owned()), &PLAIN).unwrap();
+    assert!(output.warnings.is_empty(), "{:?}", output.warnings);
+    let lines: Vec<&str> = output.text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "trace {ROUND_TRIP}  ·  9 spans  ·  6 log lines  ·  3 services  ·  10.000 ms"
+        )),
+        "{}",
+        lines[0]
+    );
+
+    // The root is at depth 0, dispatcher's server span at depth 2: their
+    // lines one level deeper, each right under its span.
+    assert_eq!(
+        after_span(&lines, "public-web POST /")[0],
+        "  · +0.200 ms INFO request accepted"
+    );
+    assert_eq!(
+        after_span(&lines, "dispatcher POST /"),
+        [
+            "      · +1.100 ms INFO event accepted",
+            "      · +1.200 ms INFO event published queue=ping-requests event_id=abc attempts=1 elapsed_ms=1.25",
+        ]
+    );
+    // One record stays one line, and cannot write escapes of its own.
+    assert_eq!(
+        after_span(&lines, "dispatcher POST")[0],
+        "                · +8.500 ms ERROR callback failed\\nERROR forged line url=http://x/\\u{1b}[2J"
+    );
+    assert!(!output.text.contains('\x1b'));
+    assert!(!lines.iter().any(|line| line.starts_with("ERROR forged")));
+
+    // Lines of no span of the trace come last, with their service.
+    assert_eq!(
+        lines[lines.len() - 4..],
+        [
+            "",
+            "other log lines (not in a span of this trace)",
+            "  · +0.050 ms public-web DEBUG no span here",
+            "  · +9.000 ms dispatcher WARN late reply",
+        ]
+    );
+    // Nine span rows, six log lines, the blank line and the heading.
+    assert_eq!(lines.len(), 3 + 9 + 6 + 2);
+}
+
+#[test]
+fn log_lines_are_dimmed_with_colour() {
+    let dir = TempDir::new("logs-colour");
+    write_traces(&dir);
+    write_logs(&dir);
+    let style = Style {
+        color: true,
+        ..PLAIN
+    };
+    let text = run(&dir.0, &Selection::Trace(ROUND_TRIP.to_owned()), &style)
+        .unwrap()
+        .text;
+    assert!(
+        text.lines()
+            .any(|line| line == "  \x1b[2m· +0.200 ms INFO request accepted\x1b[0m"),
+        "{text}"
+    );
+}
+
+#[test]
+fn log_lines_without_a_span_in_the_files_make_no_trace() {
+    let dir = TempDir::new("logs-orphans");
+    write_traces(&dir);
+    write_logs(&dir);
+    let no_spans = "22222222222222222222222222222222";
+    assert!(matches!(
+        run(&dir.0, &Selection::Trace(no_spans.to_owned()), &PLAIN),
+        Err(Error::TraceNotFound { .. })
+    ));
+    let list = run(&dir.0, &Selection::List(20), &PLAIN).unwrap().text;
+    assert_eq!(list.lines().count(), 1 + 3, "{list}");
+
+    // A trace without log lines says nothing of them.
+    let last = run(&dir.0, &Selection::Last, &PLAIN).unwrap().text;
+    assert!(last.starts_with(&format!("trace {NEWER}  ·  2 spans  ·  1 service")));
+    assert!(!last.contains("log line"));
 }
