@@ -1,15 +1,25 @@
 //! OTLP exporters built from the standard environment variables, wrapped so
 //! that a failing collector is counted on every failure but reported in the
 //! log only when it starts and when it recovers.
+//!
+//! HTTP/protobuf (the default) is exported by [`HttpExporter`], which
+//! writes each request body straight from the SDK's data (protobuf.rs) and
+//! POSTs it as the OTLP crate would; gRPC goes through the OTLP crate's
+//! tonic exporter.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use opentelemetry_otlp::{LogExporter, SpanExporter};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::LogBatch;
-use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LoggerProviderBuilder};
+use opentelemetry_sdk::trace::{SpanData, TracerProviderBuilder};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::protobuf::{self, EncodedResource};
+use crate::config;
 
 /// Which telemetry signal an exporter carries (the `signal` label).
 #[derive(Debug, Clone, Copy)]
@@ -106,41 +116,228 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
     }
 }
 
-/// Whether the signal's protocol is gRPC (`OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL`
-/// or `OTEL_EXPORTER_OTLP_PROTOCOL`; the spec's default is HTTP/protobuf).
-fn is_grpc(signal: Signal) -> bool {
+/// The signal's own variable `OTEL_EXPORTER_OTLP_{SIGNAL}_{what}`, else the
+/// general `OTEL_EXPORTER_OTLP_{what}`, with the name it was read from.
+fn setting(signal: Signal, what: &str) -> Option<(String, String)> {
     let specific = format!(
-        "OTEL_EXPORTER_OTLP_{}_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_{}_{what}",
         signal.label().to_uppercase()
     );
-    crate::config::var(&specific)
-        .or_else(|| crate::config::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .is_some_and(|p| p.trim() == "grpc")
+    let general = format!("OTEL_EXPORTER_OTLP_{what}");
+    [specific, general]
+        .into_iter()
+        .find_map(|name| config::var(&name).map(|value| (name, value)))
 }
 
-/// Builds an exporter. The gRPC one must be built inside the Tokio runtime;
-/// the HTTP one owns a blocking reqwest client, which must be built (and so
-/// dropped) outside it, on a thread of its own.
-fn build<T, E>(signal: Signal, build: fn() -> Result<T, E>) -> Result<T, String>
+/// Whether the signal's protocol is gRPC (the spec's default is
+/// HTTP/protobuf).
+fn is_grpc(signal: Signal) -> bool {
+    setting(signal, "PROTOCOL").is_some_and(|(_, protocol)| protocol.trim() == "grpc")
+}
+
+/// Builds `build`'s exporter on a thread of its own: a blocking reqwest
+/// client must be built (and so dropped) outside the Tokio runtime.
+fn off_runtime<T, E>(build: fn() -> Result<T, E>) -> Result<T, String>
 where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    if is_grpc(signal) {
-        return build().map_err(|e| e.to_string());
-    }
     std::thread::spawn(build)
         .join()
         .map_err(|_| "the exporter builder panicked".to_owned())?
         .map_err(|e| e.to_string())
 }
 
-pub fn otlp_span_exporter() -> Result<Reported<SpanExporter>, String> {
-    build(Signal::Traces, || SpanExporter::builder().build())
-        .map(|exporter| Reported::new(exporter, Signal::Traces))
+/// `builder` with the OTLP span exporter the environment asks for (the
+/// gRPC one is built inside the Tokio runtime, as tonic needs).
+pub fn with_otlp_spans(builder: TracerProviderBuilder) -> TracerProviderBuilder {
+    let signal = Signal::Traces;
+    if is_grpc(signal) {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
+            Err(error) => disabled(signal, error, builder),
+        }
+    } else {
+        match off_runtime(|| HttpExporter::from_env(Signal::Traces)) {
+            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
+            Err(error) => disabled(signal, error, builder),
+        }
+    }
 }
 
-pub fn otlp_log_exporter() -> Result<Reported<LogExporter>, String> {
-    build(Signal::Logs, || LogExporter::builder().build())
-        .map(|exporter| Reported::new(exporter, Signal::Logs))
+/// `builder` with the OTLP log exporter the environment asks for.
+pub fn with_otlp_logs(builder: LoggerProviderBuilder) -> LoggerProviderBuilder {
+    let signal = Signal::Logs;
+    if is_grpc(signal) {
+        match opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
+            Err(error) => disabled(signal, error, builder),
+        }
+    } else {
+        match off_runtime(|| HttpExporter::from_env(Signal::Logs)) {
+            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
+            Err(error) => disabled(signal, error, builder),
+        }
+    }
+}
+
+fn disabled<B>(signal: Signal, error: impl std::fmt::Display, builder: B) -> B {
+    eprintln!("OTLP {} export disabled: {error}", signal.label());
+    builder
+}
+
+/// Why an [`HttpExporter`] cannot be built: a setting, named.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpExporterError {
+    #[error("{name}={value:?}: {reason}")]
+    Setting {
+        name: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// OTLP over HTTP/protobuf for one signal: `POST` of each batch to
+/// `OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT` (as given) or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/{signal}`, with the `_HEADERS` and
+/// `_TIMEOUT` settings the OTLP exporter specification defines.
+/// Compression is not offered (nor is it by the OTLP crate as built here).
+#[derive(Debug)]
+pub struct HttpExporter {
+    client: reqwest::blocking::Client,
+    url: String,
+    headers: HeaderMap,
+    resource: EncodedResource,
+}
+
+impl HttpExporter {
+    /// The exporter for `signal` the environment describes.
+    pub fn from_env(signal: Signal) -> Result<Self, HttpExporterError> {
+        let bad = |(name, value): (String, String), reason| HttpExporterError::Setting {
+            name,
+            value,
+            reason,
+        };
+        let url = match config::var(&format!(
+            "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
+            signal.label().to_uppercase()
+        )) {
+            Some(url) => url,
+            None => format!(
+                "{}/v1/{}",
+                config::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .as_deref()
+                    .unwrap_or("http://localhost:4318")
+                    .trim_end_matches('/'),
+                signal.label()
+            ),
+        };
+        let timeout = match setting(signal, "TIMEOUT") {
+            Some(setting) => match setting.1.trim().parse::<u64>() {
+                Ok(millis) => Duration::from_millis(millis),
+                Err(_) => return Err(bad(setting, "expected milliseconds")),
+            },
+            None => Duration::from_secs(10),
+        };
+        if let Some(setting) = setting(signal, "COMPRESSION")
+            && !setting.1.trim().eq_ignore_ascii_case("none")
+        {
+            return Err(bad(setting, "compression is not supported; unset it"));
+        }
+        let headers = match setting(signal, "HEADERS") {
+            Some(setting) => match parse_headers(&setting.1) {
+                Some(headers) => headers,
+                None => return Err(bad(setting, "expected key=value pairs separated by commas")),
+            },
+            None => HeaderMap::new(),
+        };
+        let client = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .build()?;
+        Ok(Self {
+            client,
+            url,
+            headers,
+            resource: EncodedResource::default(),
+        })
+    }
+
+    fn post(&self, body: Vec<u8>) -> OTelSdkResult {
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .body(body)
+            .send()
+            .map_err(|e| OTelSdkError::InternalFailure(format!("POST {}: {e}", self.url)))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(OTelSdkError::InternalFailure(format!(
+                "POST {}: HTTP {status}",
+                self.url
+            )))
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
+/// values percent-encoded (W3C Baggage's format); `None` if malformed.
+fn parse_headers(text: &str) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for pair in text.split(',').filter(|pair| !pair.trim().is_empty()) {
+        let (key, value) = pair.split_once('=')?;
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .ok()?;
+        headers.insert(
+            HeaderName::try_from(key.trim()).ok()?,
+            HeaderValue::try_from(value.as_ref()).ok()?,
+        );
+    }
+    Some(headers)
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.post(protobuf::trace_request(&batch, &self.resource))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = EncodedResource::from(&ResourceAttributesWithSchema::from(resource));
+    }
+}
+
+impl opentelemetry_sdk::logs::LogExporter for HttpExporter {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        self.post(protobuf::logs_request(&batch, &self.resource))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = EncodedResource::from(&ResourceAttributesWithSchema::from(resource));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_pairs_with_percent_encoded_values() {
+        let headers = parse_headers("api-key=s%20x, tenant = a ,").unwrap();
+        assert_eq!(headers["api-key"], "s x");
+        assert_eq!(headers["tenant"], "a");
+        assert!(parse_headers("no-equals-sign").is_none());
+        assert!(parse_headers("bad header=x").is_none());
+    }
 }

@@ -21,6 +21,7 @@ mod file;
 pub mod hop;
 mod log_line;
 pub mod propagation;
+mod protobuf;
 
 use std::io::IsTerminal;
 
@@ -133,10 +134,7 @@ pub fn init(service_name: &str) -> Telemetry {
     let tracer_provider = plan.traces().then(|| {
         let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
         if plan.otlp_traces {
-            match export::otlp_span_exporter() {
-                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-                Err(error) => eprintln!("OTLP trace export disabled: {error}"),
-            }
+            builder = export::with_otlp_spans(builder);
         }
         if let Some(dir) = &plan.trace_file_dir {
             match file::JsonLinesSpanExporter::create(dir, service_name) {
@@ -149,10 +147,7 @@ pub fn init(service_name: &str) -> Telemetry {
     let logger_provider = plan.logs().then(|| {
         let mut builder = SdkLoggerProvider::builder().with_resource(resource.clone());
         if plan.otlp_logs {
-            match export::otlp_log_exporter() {
-                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-                Err(error) => eprintln!("OTLP log export disabled: {error}"),
-            }
+            builder = export::with_otlp_logs(builder);
         }
         if let Some(dir) = &plan.trace_file_dir {
             match file::JsonLinesLogExporter::create(dir, service_name) {
