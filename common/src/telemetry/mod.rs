@@ -34,7 +34,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -164,6 +164,7 @@ pub fn init(service_name: &str) -> Telemetry {
             .fmt_fields(JsonFields::new())
             .event_format(log_line::WithTraceId::json(
                 tracing_subscriber::fmt::format()
+                    .with_timer(log_line::UtcMicros)
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
@@ -176,9 +177,11 @@ pub fn init(service_name: &str) -> Telemetry {
         let ansi = std::io::stdout().is_terminal();
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .fmt_fields(log_line::EscapedFields(DefaultFields::new()))
+            .fmt_fields(log_line::EscapedFields)
             .event_format(log_line::WithTraceId::text(
-                tracing_subscriber::fmt::format().with_ansi(ansi),
+                tracing_subscriber::fmt::format()
+                    .with_timer(log_line::UtcMicros)
+                    .with_ansi(ansi),
             ))
             .boxed()
     };
