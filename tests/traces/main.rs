@@ -11,7 +11,6 @@ use std::time::Duration;
 use integration_tests::*;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 use serde_json::json;
 use tracing_subscriber::Layer;
@@ -53,7 +52,6 @@ fn finished() -> &'static Finished {
         let layer = common::telemetry::span_layer(provider.tracer("integration-tests"))
             .with_filter(LevelFilter::INFO);
         tracing_subscriber::registry().with(layer).init();
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         (provider, finished)
     });
     finished

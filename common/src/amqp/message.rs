@@ -100,7 +100,6 @@ pub(crate) fn span_attributes(
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::TraceContextExt;
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     use super::*;
 
@@ -108,7 +107,6 @@ mod tests {
 
     #[test]
     fn headers_carry_traceparent_both_ways() {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let mut headers = FieldTable::default();
         set_header(&mut headers, "traceparent", TRACEPARENT);
         let context = extract_context(&BasicProperties::default().with_headers(headers));

@@ -30,7 +30,6 @@ use opentelemetry::{Key, KeyValue};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::filter::filter_fn;
@@ -117,17 +116,11 @@ impl ExportPlan {
     }
 }
 
-/// Installs the global subscriber and propagator. Call once, first thing in
+/// Installs the global subscriber. Call once, first thing in
 /// `main`, inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(service_name: &str) -> Telemetry {
     // The exporters below create their failure counters: the recorder first.
     crate::metrics::handle();
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]),
-    );
     let plan = ExportPlan::from_env();
     let resource = resource(service_name);
 

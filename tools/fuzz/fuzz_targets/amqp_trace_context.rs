@@ -3,22 +3,13 @@
 //! never panics, and a valid context it yields re-injects to the same ids.
 #![no_main]
 
-use std::sync::Once;
-
 use amq_protocol_types::parsing::parse_field_table;
 use common::amqp::message;
 use lapin::types::FieldTable;
 use libfuzzer_sys::fuzz_target;
 use opentelemetry::trace::TraceContextExt;
 
-static PROPAGATOR: Once = Once::new();
-
 fuzz_target!(|data: &[u8]| {
-    PROPAGATOR.call_once(|| {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-    });
     let Ok((_, headers)) = parse_field_table(data) else {
         return;
     };
