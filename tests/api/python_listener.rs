@@ -83,18 +83,7 @@ async fn a_python_listener_answers_through_public_web_on_the_same_trace() {
     let (_dispatcher, public_web) = spawn_front_processes(&topology, &front_env).await;
 
     let echo = json!({"type": "EchoRequest", "data": {"hello": "wörld", "n": [1, 2, 3]}});
-    let response = reqwest::Client::new()
-        .post(public_web.url())
-        .json(&echo)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let trace_id = response.headers()["x-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let answer = as_event(response.json().await.unwrap());
+    let (answer, trace_id) = post_traced(&reqwest::Client::new(), &public_web.url(), &echo).await;
     assert_eq!(answer.kind, "EchoResponse");
     assert_eq!(serde_json::Value::Object(answer.data), echo["data"]);
 

@@ -341,19 +341,8 @@ async fn every_hop_of_a_hundred_pings_logs_its_line_in_the_ping_s_trace() {
     let client = reqwest::Client::new();
     let mut trace_ids = Vec::new();
     for _ in 0..100 {
-        let response = client
-            .post(stack.public_web.url())
-            .json(&ping_body())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        trace_ids.push(
-            response.headers()["x-trace-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let (_, trace_id) = post_traced(&client, &stack.public_web.url(), &ping_body()).await;
+        trace_ids.push(trace_id);
     }
 
     let complete = |trace_id: &String, spans: &[ReceivedSpan], logs: &[ReceivedLog]| {
@@ -479,17 +468,12 @@ async fn bin_trace_shows_each_hop_line_under_its_span() {
     .map(|(name, value)| (name.to_owned(), value))
     .into();
     let stack = ProcessStack::start(&topology, &env).await;
-    let response = reqwest::Client::new()
-        .post(stack.public_web.url())
-        .json(&ping_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let trace_id = response.headers()["x-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (_, trace_id) = post_traced(
+        &reqwest::Client::new(),
+        &stack.public_web.url(),
+        &ping_body(),
+    )
+    .await;
 
     let style = trace_view::Style {
         color: false,

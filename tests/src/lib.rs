@@ -409,6 +409,21 @@ pub fn ping_body() -> Value {
     json!({"type": "PingRequest", "data": {"sentAt": ping_listener::now_millis()}})
 }
 
+/// POSTs `body` as JSON to public-web at `url`, expecting 200; returns the
+/// answer's event and the trace id of its `x-trace-id` header.
+pub async fn post_traced(client: &reqwest::Client, url: &str, body: &Value) -> (Event, String) {
+    let response = client.post(url).json(body).send().await.expect("POST");
+    assert_eq!(response.status(), 200);
+    let trace_id = response.headers()["x-trace-id"]
+        .to_str()
+        .expect("a trace id is ASCII")
+        .to_owned();
+    (
+        as_event(response.json().await.expect("a JSON answer")),
+        trace_id,
+    )
+}
+
 /// POSTs `body` as JSON to `url`; returns the status and the JSON body.
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let response = client.post(url).json(body).send().await.expect("POST");

@@ -153,18 +153,13 @@ where
 pub fn with_otlp_spans(builder: TracerProviderBuilder) -> TracerProviderBuilder {
     let signal = Signal::Traces;
     if is_grpc(signal) {
-        match opentelemetry_otlp::SpanExporter::builder()
+        let built = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .build()
-        {
-            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
-            Err(error) => disabled(signal, error, builder),
-        }
+            .build();
+        attach(builder, signal, built, |b, e| b.with_batch_exporter(e))
     } else {
-        match off_runtime(|| HttpExporter::from_env(Signal::Traces)) {
-            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
-            Err(error) => disabled(signal, error, builder),
-        }
+        let built = off_runtime(|| HttpExporter::from_env(Signal::Traces));
+        attach(builder, signal, built, |b, e| b.with_batch_exporter(e))
     }
 }
 
@@ -172,24 +167,31 @@ pub fn with_otlp_spans(builder: TracerProviderBuilder) -> TracerProviderBuilder 
 pub fn with_otlp_logs(builder: LoggerProviderBuilder) -> LoggerProviderBuilder {
     let signal = Signal::Logs;
     if is_grpc(signal) {
-        match opentelemetry_otlp::LogExporter::builder()
+        let built = opentelemetry_otlp::LogExporter::builder()
             .with_tonic()
-            .build()
-        {
-            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
-            Err(error) => disabled(signal, error, builder),
-        }
+            .build();
+        attach(builder, signal, built, |b, e| b.with_batch_exporter(e))
     } else {
-        match off_runtime(|| HttpExporter::from_env(Signal::Logs)) {
-            Ok(exporter) => builder.with_batch_exporter(Reported::new(exporter, signal)),
-            Err(error) => disabled(signal, error, builder),
-        }
+        let built = off_runtime(|| HttpExporter::from_env(Signal::Logs));
+        attach(builder, signal, built, |b, e| b.with_batch_exporter(e))
     }
 }
 
-fn disabled<B>(signal: Signal, error: impl std::fmt::Display, builder: B) -> B {
-    eprintln!("OTLP {} export disabled: {error}", signal.label());
-    builder
+/// `builder` with the exporter `built`, reported; without it, and why on
+/// stderr, when it could not be built.
+fn attach<B, E>(
+    builder: B,
+    signal: Signal,
+    built: Result<E, impl std::fmt::Display>,
+    add: impl FnOnce(B, Reported<E>) -> B,
+) -> B {
+    match built {
+        Ok(exporter) => add(builder, Reported::new(exporter, signal)),
+        Err(error) => {
+            eprintln!("OTLP {} export disabled: {error}", signal.label());
+            builder
+        }
+    }
 }
 
 /// Why an [`HttpExporter`] cannot be built: a setting, named.
