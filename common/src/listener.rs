@@ -216,15 +216,12 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
             .await;
         let handler_ms = started.elapsed().as_secs_f64() * 1e3;
         let queue = delivery.routing_key.as_str();
-        let response = match handled {
-            Ok(Ok(response)) => {
-                tracing::info!(target: HOP_TARGET, event_id = %request_id, queue, outcome = "answered", handler_ms, "request handled");
-                response
-            }
+        let (mut response, answered) = match handled {
+            Ok(Ok(response)) => (response, true),
             Ok(Err(error)) => {
                 telemetry::hop::record_error_in_current_hop(&error);
                 tracing::warn!(event_id = %request_id, queue, outcome = "error", handler_ms, error = %error, "handler answered with an error");
-                error.into_event(request_id.clone())
+                (error.into_event(request_id.clone()), false)
             }
             Err(_) if delivery.redelivered => {
                 tracing::error!(event_id = %request_id, "handler panicked again; dead-lettering the request");
@@ -238,15 +235,16 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
         };
 
         let mut body = response.to_vec();
-        let mut response = response;
         if body.len() > self.max_message_bytes {
-            tracing::warn!(event_id = %request_id, size = body.len(), "response over MAX_MESSAGE_BYTES; answering an error instead");
+            tracing::warn!(event_id = %request_id, queue, outcome = "oversized", handler_ms, size = body.len(), "response over MAX_MESSAGE_BYTES; answering an error instead");
             response = HandlerError::failed(format!(
                 "the response is over {} bytes",
                 self.max_message_bytes
             ))
             .into_event(request_id.clone());
             body = response.to_vec();
+        } else if answered {
+            tracing::info!(target: HOP_TARGET, event_id = %request_id, queue, outcome = "answered", handler_ms, "request handled");
         }
         let published = amqp::publish_confirmed(
             publisher,

@@ -4,19 +4,22 @@
 //!
 //! HTTP/protobuf (the default) is exported by [`HttpExporter`], which
 //! writes each request body straight from the SDK's data (protobuf.rs) and
-//! POSTs it as the OTLP crate would; gRPC goes through the OTLP crate's
-//! tonic exporter.
+//! POSTs it the way the OTLP exporter specification asks (the standard
+//! variables, retries with backoff); a malformed setting turns the export
+//! off, naming the variable, rather than being guessed around. gRPC goes
+//! through the OTLP crate's tonic exporter.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LoggerProviderBuilder};
 use opentelemetry_sdk::trace::{SpanData, TracerProviderBuilder};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::protobuf::{self, EncodedResource};
 use crate::config;
@@ -215,8 +218,9 @@ pub enum HttpExporterError {
 #[derive(Debug)]
 pub struct HttpExporter {
     client: reqwest::blocking::Client,
-    url: String,
+    url: Url,
     headers: HeaderMap,
+    timeout: Duration,
     resource: EncodedResource,
 }
 
@@ -228,19 +232,27 @@ impl HttpExporter {
             value,
             reason,
         };
-        let url = match config::var(&format!(
+        let specific = format!(
             "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
             signal.label().to_uppercase()
-        )) {
-            Some(url) => url,
-            None => format!(
-                "{}/v1/{}",
-                config::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                    .as_deref()
-                    .unwrap_or("http://localhost:4318")
-                    .trim_end_matches('/'),
-                signal.label()
-            ),
+        );
+        let (name, url) = match config::var(&specific) {
+            Some(url) => (specific, url),
+            None => {
+                let base = config::var("OTEL_EXPORTER_OTLP_ENDPOINT");
+                let url = format!(
+                    "{}/v1/{}",
+                    base.as_deref()
+                        .unwrap_or("http://localhost:4318")
+                        .trim_end_matches('/'),
+                    signal.label()
+                );
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), url)
+            }
+        };
+        let url = match Url::parse(&url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+            _ => return Err(bad((name, url), "expected an http:// URL")),
         };
         let timeout = match setting(signal, "TIMEOUT") {
             Some(setting) => match setting.1.trim().parse::<u64>() {
@@ -263,34 +275,84 @@ impl HttpExporter {
         };
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
+            .user_agent(concat!("research-dispatcher/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             client,
             url,
             headers,
+            timeout,
             resource: EncodedResource::default(),
         })
     }
 
+    /// POSTs `body`, retrying as the OTLP specification asks (connection
+    /// failures, 429, 502, 503, 504; `Retry-After` honoured) with backoff,
+    /// at most [`RETRIES`] more times and within the export timeout.
     fn post(&self, body: Vec<u8>) -> OTelSdkResult {
-        let response = self
+        let body = bytes::Bytes::from(body);
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 0..=RETRIES {
+            let retry_after = match self.post_once(body.clone()) {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(retry_after) => retry_after,
+            };
+            let wait = retry_after.unwrap_or(backoff);
+            backoff *= 2;
+            if attempt == RETRIES || Instant::now() + wait >= deadline {
+                break;
+            }
+            std::thread::sleep(wait);
+        }
+        Err(OTelSdkError::InternalFailure(format!(
+            "POST {}: still failing after {RETRIES} retries",
+            self.url
+        )))
+    }
+
+    fn post_once(&self, body: bytes::Bytes) -> Attempt {
+        let sent = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/x-protobuf")
             .body(body)
-            .send()
-            .map_err(|e| OTelSdkError::InternalFailure(format!("POST {}: {e}", self.url)))?;
+            .send();
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) if error.is_connect() || error.is_timeout() => return Attempt::Retry(None),
+            Err(error) => return Attempt::Done(Err(failure(&self.url, error))),
+        };
         let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(OTelSdkError::InternalFailure(format!(
-                "POST {}: HTTP {status}",
-                self.url
-            )))
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+            .map(Duration::from_secs);
+        // Read to the end, so the connection can carry the next export.
+        // (A partial success's rejected counts are not reported.)
+        let _ = response.bytes();
+        match status.as_u16() {
+            200..=299 => Attempt::Done(Ok(())),
+            429 | 502 | 503 | 504 => Attempt::Retry(retry_after),
+            _ => Attempt::Done(Err(failure(&self.url, format!("HTTP {status}")))),
         }
     }
+}
+
+/// Retries of one export after its first attempt.
+const RETRIES: u32 = 3;
+
+/// How one POST went.
+enum Attempt {
+    Done(OTelSdkResult),
+    /// Worth another try, after the server's `Retry-After` if it gave one.
+    Retry(Option<Duration>),
+}
+
+fn failure(url: &Url, error: impl std::fmt::Display) -> OTelSdkError {
+    OTelSdkError::InternalFailure(format!("POST {url}: {error}"))
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
@@ -332,7 +394,68 @@ impl opentelemetry_sdk::logs::LogExporter for HttpExporter {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
+
+    /// A collector that answers its connections with `statuses`, one each,
+    /// and says how many requests it read.
+    fn collector(statuses: &'static [&'static str]) -> (Url, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let served = std::thread::spawn(move || {
+            for status in statuses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                reader.read_exact(&mut vec![0; length]).unwrap();
+                write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 {status}\r\nretry-after: 0\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .unwrap();
+            }
+            statuses.len()
+        });
+        (url.parse().unwrap(), served)
+    }
+
+    fn exporter(url: Url) -> HttpExporter {
+        HttpExporter {
+            client: reqwest::blocking::Client::new(),
+            url,
+            headers: HeaderMap::new(),
+            timeout: Duration::from_secs(5),
+            resource: EncodedResource::default(),
+        }
+    }
+
+    #[test]
+    fn an_unavailable_collector_is_tried_again() {
+        let (url, served) =
+            collector(&["503 Service Unavailable", "429 Too Many Requests", "200 OK"]);
+        assert!(exporter(url).post(vec![1, 2, 3]).is_ok());
+        assert_eq!(served.join().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_refused_export_is_not_tried_again() {
+        let (url, served) = collector(&["400 Bad Request"]);
+        let error = exporter(url).post(vec![1]).unwrap_err();
+        assert!(error.to_string().contains("HTTP 400"), "{error}");
+        assert_eq!(served.join().unwrap(), 1);
+    }
 
     #[test]
     fn headers_are_pairs_with_percent_encoded_values() {

@@ -129,7 +129,8 @@ impl<'writer> FormatFields<'writer> for EscapedFields {
 }
 
 /// Writes fields as `tracing-subscriber`'s default visitor does (the
-/// message bare, then `name=value` with values as `Debug`), each value
+/// message bare, then `name=value` with values as `Debug`, an error's
+/// sources after it; no terminal styling of the names), each value
 /// escaped as it is written: one pass, no buffer.
 struct EscapingVisitor<'writer> {
     writer: Writer<'writer>,
@@ -139,11 +140,28 @@ struct EscapingVisitor<'writer> {
 
 impl Visit for EscapingVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_debug(field, &value);
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
     }
 
+    /// The error, then its sources as `<name>.sources=[..]`.
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.record_debug(field, &format_args!("{value}"));
+        let mut sources = std::iter::successors(value.source(), |error| error.source()).peekable();
+        if sources.peek().is_some() && self.result.is_ok() {
+            let name = field.name().strip_prefix("r#").unwrap_or(field.name());
+            let mut out = Escaping(&mut self.writer);
+            self.result = write!(out, " {name}.sources=[").and_then(|()| {
+                for (at, source) in sources.enumerate() {
+                    let separator = if at == 0 { "" } else { ", " };
+                    write!(out, "{separator}{source}")?;
+                }
+                out.write_str("]")
+            });
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -255,11 +273,7 @@ fn write_with_ids(
 
 /// `bytes` in lowercase hex, written into `out` (twice their length).
 fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
+    hex::encode_to_slice(bytes, out).expect("room for two digits a byte");
     std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
@@ -432,6 +446,12 @@ mod tests {
             let r#type = "PingRequest";
             tracing::info!(target: "hop", event_id = %"e-1", r#type, queue = "q", status = 200_u16, ok = true, ms = 1.5, "request accepted");
             tracing::info!(code = ?Some("x"), "no fields but this");
+            tracing::info!(message = "a message as a str");
+            let error = std::io::Error::other(std::fmt::Error);
+            tracing::warn!(
+                error = &error as &(dyn std::error::Error + 'static),
+                "failed"
+            );
         };
         let ours = captured_lines(EscapedFields, log);
         let theirs = captured_lines(tracing_subscriber::fmt::format::DefaultFields::new(), log);

@@ -2,7 +2,8 @@
 //!
 //! - Logs go to stdout: human-readable, or one JSON object per line with
 //!   `LOG_FORMAT=json`; `RUST_LOG` filters them (default `info`). Lines
-//!   written inside a traced request carry its `trace_id` (log_line.rs).
+//!   written inside a traced request carry its `trace_id` and `span_id`
+//!   (log_line.rs).
 //! - Spans and logs are exported over OTLP when an endpoint is configured
 //!   through the standard `OTEL_EXPORTER_OTLP_*` variables (gRPC or
 //!   HTTP/protobuf by `OTEL_EXPORTER_OTLP_PROTOCOL`), in batches on the SDK's
@@ -43,9 +44,9 @@ use crate::config;
 
 pub use hop::HopSpan;
 
-/// The target of the one `info` line each hop of a request writes inside
-/// its span (accepted, published, handled, called back, answered), so a
-/// request's story can be read by its trace id. `RUST_LOG=info,hop=warn`
+/// The target of the `info` line each of five steps of a request writes
+/// inside its span (accepted, published, handled, called back, answered),
+/// so a request's story can be read by its trace id. `RUST_LOG=info,hop=warn`
 /// quiets them and keeps every other line.
 pub const HOP_TARGET: &str = "hop";
 

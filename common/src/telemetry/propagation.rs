@@ -5,10 +5,12 @@
 //! `traceparent` is written and read here, by the W3C Trace Context
 //! grammar, rather than by the SDK's `TraceContextPropagator`: that one
 //! formats the header with `format!` and parses it through a `Vec` of
-//! parts and radix parsing, about 3,000 instructions each way, and a
-//! traced request crosses eight of these boundaries (BENCHMARKS.md has the
-//! profile). `tracestate` and `baggage`, rare and free-form, still go
-//! through the SDK (`TraceState`, `BaggagePropagator`).
+//! parts and radix parsing, and a traced request crosses eight of these
+//! boundaries (BENCHMARKS.md has the profile). `tracestate` and `baggage`,
+//! rare and free-form, still go through the SDK (`TraceState`,
+//! `BaggagePropagator`). No global propagator is installed: code that
+//! asks `opentelemetry::global` for one gets a no-op, so carry context
+//! with [`extract`] and [`inject`].
 
 use std::str::FromStr;
 
@@ -58,21 +60,18 @@ pub fn inject(context: &Context, carrier: &mut dyn Injector) {
 fn traceparent(span_context: &SpanContext) -> String {
     let mut out = [0_u8; 55];
     out[..3].copy_from_slice(b"00-");
-    hex_into(&span_context.trace_id().to_bytes(), &mut out[3..35]);
-    out[35] = b'-';
-    hex_into(&span_context.span_id().to_bytes(), &mut out[36..52]);
-    out[52] = b'-';
     let sampled = span_context.trace_flags() & TraceFlags::SAMPLED;
-    hex_into(&[sampled.to_u8()], &mut out[53..55]);
-    String::from_utf8(out.to_vec()).expect("hex digits and dashes")
-}
-
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    let fields: [(&[u8], std::ops::Range<usize>); 3] = [
+        (&span_context.trace_id().to_bytes(), 3..35),
+        (&span_context.span_id().to_bytes(), 36..52),
+        (&[sampled.to_u8()], 53..55),
+    ];
+    for (bytes, at) in fields {
+        hex::encode_to_slice(bytes, &mut out[at]).expect("each field has room for its digits");
     }
+    out[35] = b'-';
+    out[52] = b'-';
+    String::from_utf8(out.to_vec()).expect("hex digits and dashes")
 }
 
 /// A `traceparent` by the W3C grammar: `version-traceid-parentid-flags`,

@@ -7,10 +7,11 @@
 //! writing it, and again at each level above it, so a span's attributes are
 //! measured once per level of nesting (request, resource, scope, span,
 //! attribute, value) before they are written. With every request traced
-//! that was the largest single cost of tracing (BENCHMARKS.md has the
-//! profile). Here each message is written once, front to back: a nested
-//! message gets a one-byte length that is widened in place in the rare
-//! case it is 128 bytes or more.
+//! that is the largest single item of tracing's cost (BENCHMARKS.md has
+//! the profile). Here each message is written once, front to back: a
+//! nested message gets a one-byte length, and when its body turns out to
+//! be 128 bytes or more (most spans) the body moves over by the one or two
+//! bytes the longer length needs.
 //!
 //! The output decodes to exactly what the crates' conversion produces (the
 //! tests check that with `opentelemetry-proto`'s own types); only the
@@ -402,13 +403,19 @@ impl Writer {
         let at = self.buf.len();
         self.buf.push(0);
         body(self);
-        let len = self.buf.len() - at - 1;
+        let mut len = self.buf.len() - at - 1;
         if len < 0x80 {
             self.buf[at] = len as u8;
         } else {
-            let mut prefix = Writer::with_capacity(10);
-            prefix.varint(len as u64);
-            self.buf.splice(at..=at, prefix.buf);
+            let mut prefix = [0_u8; 10];
+            let mut width = 0;
+            while len >= 0x80 {
+                prefix[width] = len as u8 | 0x80;
+                len >>= 7;
+                width += 1;
+            }
+            prefix[width] = len as u8;
+            self.buf.splice(at..=at, prefix[..=width].iter().copied());
         }
     }
 }

@@ -198,10 +198,11 @@ impl Input<'_> {
         let mut escaped = false;
         for (at, c) in chars {
             match c {
-                _ if escaped => {
+                '"' | '\\' if escaped => {
                     value.push(c);
                     escaped = false;
                 }
+                _ if escaped => return Err(format!("unsupported escape \\{c} in {:?}", self.0)),
                 '\\' if quote == '"' => escaped = true,
                 _ if c == quote => {
                     self.0 = &self.0[at + 1..];
@@ -261,6 +262,7 @@ mod tests {
             r#"{service_name="a"} | json"#,
             r#"{service_name="a""#,
             r#"service_name="a""#,
+            r#"{service_name="a\nb"}"#,
         ] {
             assert!(Query::parse(query).is_err(), "{query}");
         }

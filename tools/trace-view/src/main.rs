@@ -33,8 +33,8 @@ struct Cli {
     limit: Option<usize>,
 
     /// Directory of <service>.jsonl span files and <service>.logs.jsonl log
-    /// files [default: $TRACE_FILE_DIR, else out/traces]. bin/trace runs from the repo root, so a relative
-    /// path is relative to it.
+    /// files [default: $TRACE_FILE_DIR, else out/traces]. bin/trace runs
+    /// from the repo root, so a relative path is relative to it.
     #[arg(long)]
     dir: Option<PathBuf>,
 
