@@ -4,6 +4,8 @@
 //!   headers, queues, the internal hops' signature);
 //! - [`config`]: reading environment variables into final types;
 //! - [`egress`]: where calls chosen by others' input may go;
+//! - [`filter`]: the rules that select events for subscribers (live
+//!   subscriptions and webhooks);
 //! - [`http`]: serving and calling HTTP the same way everywhere;
 //! - [`amqp`]: RabbitMQ in layers, up to the consumer runtime;
 //! - [`listener`]: a listener is its configuration plus one handler;
@@ -14,6 +16,7 @@ pub mod allocator;
 pub mod amqp;
 pub mod config;
 pub mod egress;
+pub mod filter;
 pub mod http;
 pub mod listener;
 pub mod metrics;
