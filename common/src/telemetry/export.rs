@@ -325,14 +325,19 @@ impl HttpExporter {
             Err(error) => return Attempt::Done(Err(failure(&self.url, error))),
         };
         let status = response.status();
+        // Never longer than the export may take, whatever the server asks.
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-            .map(Duration::from_secs);
-        // Read to the end, so the connection can carry the next export.
-        // (A partial success's rejected counts are not reported.)
-        let _ = response.bytes();
+            .map(|secs| Duration::from_secs(secs).min(self.timeout));
+        // Read to the end (up to a bound: it comes from elsewhere), so the
+        // connection can carry the next export. A partial success's
+        // rejected counts are not reported.
+        let _ = std::io::copy(
+            &mut std::io::Read::take(response, MAX_RESPONSE_BYTES),
+            &mut std::io::sink(),
+        );
         match status.as_u16() {
             200..=299 => Attempt::Done(Ok(())),
             429 | 502 | 503 | 504 => Attempt::Retry(retry_after),
@@ -343,6 +348,9 @@ impl HttpExporter {
 
 /// Retries of one export after its first attempt.
 const RETRIES: u32 = 3;
+
+/// The most of a collector's answer that is read.
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// How one POST went.
 enum Attempt {
@@ -447,6 +455,17 @@ mod tests {
             collector(&["503 Service Unavailable", "429 Too Many Requests", "200 OK"]);
         assert!(exporter(url).post(vec![1, 2, 3]).is_ok());
         assert_eq!(served.join().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_retry_after_longer_than_the_timeout_ends_the_export() {
+        let (url, served) =
+            collector(&["503 Service Unavailable\r\nretry-after: 18446744073709551615"]);
+        let started = Instant::now();
+        let error = exporter(url).post(vec![1]).unwrap_err();
+        assert!(error.to_string().contains("retries"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(served.join().unwrap(), 1);
     }
 
     #[test]

@@ -104,6 +104,8 @@ where
         };
         LINE.with_borrow_mut(|line| {
             line.clear();
+            // One huge line must not keep its buffer for the thread's life.
+            line.shrink_to(LINE_CAPACITY);
             self.inner.format_event(ctx, Writer::new(line), event)?;
             write_with_ids(&mut writer, line, ids, self.json)
         })
@@ -232,8 +234,11 @@ fn current_ids() -> Option<(TraceId, SpanId)> {
 
 thread_local! {
     /// The line being formatted, kept between lines of the thread.
-    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(LINE_CAPACITY));
 }
+
+/// What the per-thread line buffer keeps between lines.
+const LINE_CAPACITY: usize = 1024;
 
 /// Writes `line`, one formatted log line, to `out` with the trace and
 /// span ids added: as the first fields of a JSON object (a line that is
