@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use lapin::message::Delivery;
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -134,6 +134,7 @@ impl<H: Handler> Listener<H> {
             handler,
             publish_timeout: config.publish_timeout,
             max_message_bytes: config.consumer.max_message_bytes,
+            app_id: config.consumer.connection_name.as_str().into(),
         });
         Ok(Self {
             config,
@@ -184,6 +185,8 @@ struct Answerer<H> {
     /// A larger response is replaced by an error event: the dispatcher
     /// would dead-letter it unread.
     max_message_bytes: usize,
+    /// This listener's service name, on every reply (`app_id`).
+    app_id: ShortString,
 }
 
 impl<H: Handler> amqp::Consumer for Answerer<H> {
@@ -250,7 +253,8 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
             publisher,
             reply_to,
             &body,
-            reply_properties(&response, &request_id, properties),
+            reply_properties(&response, &request_id, properties)
+                .with_app_id(self.app_id.clone()),
             self.publish_timeout,
         )
         .await;

@@ -40,6 +40,7 @@ use crate::config::CallbackConfig;
 use crate::listeners::ListenerWatch;
 use crate::metrics::CallbackFailure;
 use crate::publisher::Publisher;
+use crate::stream::{self, Direction, EventStream};
 use crate::targets::{Target, Targets, Unavailable};
 
 /// Callback URLs the allow-list passed, shared by the HTTP handlers and
@@ -162,6 +163,8 @@ pub struct Callbacks {
     auth: InternalAuth,
     publisher: Arc<Publisher>,
     listeners: Arc<ListenerWatch>,
+    events: Arc<EventStream>,
+    stream: stream::Sessions,
     /// The session's watch task.
     watching: Mutex<Option<JoinHandle<()>>>,
 }
@@ -172,6 +175,9 @@ pub struct Shared {
     pub publisher: Arc<Publisher>,
     pub auth: InternalAuth,
     pub listeners: Arc<ListenerWatch>,
+    pub events: Arc<EventStream>,
+    /// Opens each session's channel to the event stream.
+    pub stream: stream::Sessions,
 }
 
 impl Callbacks {
@@ -181,6 +187,8 @@ impl Callbacks {
             publisher,
             auth,
             listeners,
+            events,
+            stream,
         } = shared;
         Ok(Self {
             http: config.allow.client(config.timeout)?,
@@ -191,6 +199,8 @@ impl Callbacks {
             auth,
             publisher,
             listeners,
+            events,
+            stream,
             watching: Mutex::new(None),
         })
     }
@@ -255,10 +265,13 @@ impl Consumer for Callbacks {
     type Reason = ResponseDeadLetter;
 
     async fn handle(&self, delivery: &mut Delivery, _: &Channel) -> Settle<ResponseDeadLetter> {
-        if let Err(error) = Event::from_slice(&delivery.data) {
-            tracing::warn!(%error, "poison response; dead-lettering it");
-            return Settle::DeadLetter(ResponseDeadLetter::Malformed);
-        }
+        let event = match Event::from_slice(&delivery.data) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "poison response; dead-lettering it");
+                return Settle::DeadLetter(ResponseDeadLetter::Malformed);
+            }
+        };
         let Some(url) = message::header(&delivery.properties, CALLBACK_URL_HEADER)
             .and_then(|url| self.urls.check(url).ok())
         else {
@@ -277,6 +290,13 @@ impl Consumer for Callbacks {
         };
         // Sent as received: the listener's JSON is not parsed into a new body.
         let body = Bytes::from(std::mem::take(&mut delivery.data));
+        let source = delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .map_or("unknown", |app| app.as_str());
+        self.events
+            .record(Direction::Response, source, &event, body.clone());
         let attempts = AtomicU32::new(0);
         let delivered = self.deliver(&url, &correlation, body, &attempts).await;
         let attempts = attempts.into_inner();
@@ -313,11 +333,13 @@ impl Consumer for Callbacks {
             previous.abort();
         }
         self.publisher.set_channel(Some(publisher.clone()));
+        self.stream.started(connection).await;
         Ok(())
     }
 
     fn session_ended(&self) {
         self.publisher.set_channel(None);
+        self.stream.ended();
         if let Some(watching) = self.watching.lock().expect("watch lock").take() {
             watching.abort();
         }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::amqp::stream::StreamConfig;
 use common::amqp::{BrokerUrl, ConsumerConfig};
 use common::config::{self, ConfigError};
 use common::egress::EgressPolicy;
@@ -38,6 +39,13 @@ pub struct Config {
     /// queue (`MESSAGE_TTL_MS`): nobody waits for its answer any more.
     pub message_ttl: Duration,
     pub callbacks: CallbackConfig,
+    /// The event stream every routed event is appended to (`EVENT_STREAM`,
+    /// `EVENT_STREAM_MAX_AGE`, `EVENT_STREAM_MAX_BYTES`,
+    /// `EVENT_STREAM_SEGMENT_BYTES`).
+    pub stream: StreamConfig,
+    /// Events waiting to be appended, at most (`EVENT_STREAM_BUFFER`);
+    /// beyond, they are counted lost rather than slow a request.
+    pub stream_buffer: usize,
     /// The largest request body accepted (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
     /// How long a routed queue may have no consumer before its requests
@@ -131,6 +139,8 @@ impl Config {
                 backlog: usize::from(prefetch / 2) - per_target,
                 cooldown: config::millis_or("CALLBACK_TARGET_COOLDOWN_MS", 5_000)?,
             },
+            stream: StreamConfig::from_env()?,
+            stream_buffer: config::parse_or("EVENT_STREAM_BUFFER", 10_000)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             no_listener_grace: config::millis_or("NO_LISTENER_GRACE_MS", 5_000)?,
             limits: ServerLimits::from_env()?,

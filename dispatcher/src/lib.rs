@@ -5,6 +5,8 @@
 //! `publisher`. Listeners' responses come back on one response queue and go
 //! out as HTTP callbacks to the `/dispatch` URL each message carries
 //! (`callback`), so any number of dispatchers can run side by side.
+//! Every routed event, request and response, is also appended to the
+//! event stream (`stream`), off the request path.
 //! `startup` builds it all from `config`.
 
 pub mod callback;
@@ -17,6 +19,7 @@ pub mod routes;
 pub mod routing;
 pub mod startup;
 pub mod state;
+pub mod stream;
 pub mod targets;
 
 pub const SERVICE_NAME: &str = "dispatcher";

@@ -6,9 +6,23 @@ pub fn callback_failed(reason: CallbackFailure) {
         .increment(1);
 }
 
+/// Counts an event the broker confirmed in the event stream.
+pub fn stream_appended() {
+    metrics::counter!("dispatcher_stream_records_total").increment(1);
+}
+
+/// Counts an event the event stream did not get, by why.
+pub fn stream_lost(reason: StreamLoss) {
+    metrics::counter!("dispatcher_stream_lost_total", "reason" => reason.label()).increment(1);
+}
+
 /// Creates the metrics at zero, so dashboards see them before the first
 /// event.
 pub fn init() {
+    metrics::counter!("dispatcher_stream_records_total").increment(0);
+    for reason in StreamLoss::ALL {
+        metrics::counter!("dispatcher_stream_lost_total", "reason" => reason.label()).increment(0);
+    }
     for reason in CallbackFailure::ALL {
         metrics::counter!("dispatcher_callback_failures_total", "reason" => reason.label())
             .increment(0);
@@ -54,6 +68,42 @@ impl CallbackFailure {
             Self::Refused => "refused",
             Self::TargetDown => "target_down",
             Self::TargetBusy => "target_busy",
+        }
+    }
+}
+
+/// Why an event is missing from the event stream: the `reason` label of
+/// `dispatcher_stream_lost_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamLoss {
+    /// The buffer was full: the broker did not keep up.
+    Lagging,
+    /// No AMQP session, or the stream could not be declared.
+    Unavailable,
+    /// The broker refused the record.
+    Nacked,
+    /// The channel failed before the record was confirmed.
+    BrokerError,
+    /// No confirm in time.
+    Timeout,
+}
+
+impl StreamLoss {
+    pub const ALL: [Self; 5] = [
+        Self::Lagging,
+        Self::Unavailable,
+        Self::Nacked,
+        Self::BrokerError,
+        Self::Timeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Lagging => "lagging",
+            Self::Unavailable => "unavailable",
+            Self::Nacked => "nacked",
+            Self::BrokerError => "broker_error",
+            Self::Timeout => "timeout",
         }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::DispatchError;
 use crate::state::AppState;
+use crate::stream::{Direction, REQUEST_SOURCE};
 
 /// `POST /`: 201 once the broker has confirmed the event in its queue.
 pub async fn accept(
@@ -44,6 +45,9 @@ pub async fn accept(
         .publisher
         .publish(&event, &body, queue, &correlation, callback_url)
         .await?;
+    state
+        .events
+        .record(Direction::Request, REQUEST_SOURCE, &event, body);
     tracing::info!(target: HOP_TARGET, event_id = %event.id, queue, "event published");
     Ok((StatusCode::CREATED, Json(json!({"id": event.id}))))
 }

@@ -18,6 +18,7 @@ use crate::listeners::ListenerWatch;
 use crate::publisher::Publisher;
 use crate::routes;
 use crate::state::AppState;
+use crate::stream::{self, Writer};
 
 /// The dispatcher bound to its port, ready to run.
 pub struct Application {
@@ -26,6 +27,8 @@ pub struct Application {
     responses: ConsumerConfig,
     callbacks: Arc<Callbacks>,
     readiness: Readiness,
+    /// Appends recorded events to the event stream.
+    writer: Writer,
     max_body_bytes: usize,
     request_limit: Duration,
     limits: ServerLimits,
@@ -47,6 +50,8 @@ impl Application {
             config.routes.queues(),
             config.no_listener_grace,
         ));
+        let (events, writer, stream_sessions) = stream::new(config.stream, config.stream_buffer);
+        let events = Arc::new(events);
         let callbacks = Callbacks::new(
             &config.callbacks,
             Shared {
@@ -54,6 +59,8 @@ impl Application {
                 publisher: publisher.clone(),
                 auth: config.auth.clone(),
                 listeners: listeners.clone(),
+                events: events.clone(),
+                stream: stream_sessions,
             },
         )
         .map_err(std::io::Error::other)?;
@@ -64,11 +71,13 @@ impl Application {
                 publisher,
                 callback_urls,
                 listeners,
+                events,
                 auth: config.auth,
             },
             responses,
             callbacks: Arc::new(callbacks),
             readiness: Readiness::default(),
+            writer,
             max_body_bytes: config.max_body_bytes,
             request_limit: config.publish_timeout + Duration::from_secs(5),
             limits: config.limits,
@@ -89,6 +98,7 @@ impl Application {
             let (readiness, shutdown) = (self.readiness.clone(), shutdown.clone());
             async move { amqp::consume::run(&responses, callbacks, &readiness, &shutdown).await }
         });
+        let writer = tokio::spawn(self.writer.run(shutdown.clone()));
         tracing::info!(addr = %self.listener.local_addr()?, "dispatcher listening");
         if !self.state.auth.is_enforced() {
             tracing::warn!(
@@ -107,6 +117,7 @@ impl Application {
         let app = http::with_standard_layers(app, self.max_body_bytes, self.request_limit);
         let served = http::serve(self.listener, app, self.limits, shutdown).await;
         amqp.await.map_err(std::io::Error::other)?;
+        writer.await.map_err(std::io::Error::other)?;
         served
     }
 }

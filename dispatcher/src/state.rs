@@ -8,6 +8,7 @@ use crate::callback::CallbackUrls;
 use crate::listeners::ListenerWatch;
 use crate::publisher::Publisher;
 use crate::routing::RoutingTable;
+use crate::stream::EventStream;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub callback_urls: Arc<CallbackUrls>,
     /// Whether each routed queue has a consumer.
     pub listeners: Arc<ListenerWatch>,
+    /// Where every routed event is recorded.
+    pub events: Arc<EventStream>,
     pub auth: InternalAuth,
 }
 

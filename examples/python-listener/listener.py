@@ -38,7 +38,8 @@ The contract, as implemented here
 * Replying: the response goes to the default exchange with routing key
   ``reply_to`` (mandatory), properties ``content_type: application/json``,
   ``message_id``/``type`` of the response, ``correlation_id`` copied from the
-  request (the request event's id when it has none), the request's
+  request (the request event's id when it has none), ``app_id`` the
+  listener's service name (the event stream's ``source``), the request's
   ``x-callback-url`` header copied, and ``traceparent``/``tracestate`` of the
   PRODUCER span. Publisher confirms are on; the request is acked only once the
   broker has confirmed the response. A failed reply is requeued once, then
@@ -479,6 +480,7 @@ def reply_properties(response: dict, request_id: str, request) -> pika.BasicProp
         message_id=response["id"],
         type=response["type"],
         correlation_id=request.correlation_id or request_id,
+        app_id=SERVICE_NAME,
         headers=headers,
     )
 

@@ -195,7 +195,7 @@ async fn connect(broker: &BrokerUrl, connection_name: &str) -> lapin::Result<Con
 
 /// Resolves with the connection's first error, so a session can stop
 /// when the connection dies even while it is idle.
-pub(crate) async fn connection_failed(connection: &Connection) -> lapin::Error {
+pub async fn connection_failed(connection: &Connection) -> lapin::Error {
     let mut events = connection.events_listener();
     while let Some(event) = events.next().await {
         if let lapin::Event::Error(error) = event {

@@ -6,6 +6,8 @@
 //!   arguments every service agrees on;
 //! - [`message`]: properties, headers and the trace context in them;
 //! - [`publish`]: publishing with publisher confirms, in a PRODUCER span;
+//! - [`stream`]: the event stream's declaration, its readers' start
+//!   offsets and its records;
 //! - [`consume`]: the consumer runtime the listeners and the dispatcher's
 //!   response consumer share: sessions, a task and a CONSUMER span per
 //!   delivery, and settling (ack, requeue, dead-letter).
@@ -16,6 +18,7 @@ pub mod connection;
 pub mod consume;
 pub mod message;
 pub mod publish;
+pub mod stream;
 pub mod topology;
 
 pub use connection::{BrokerUrl, Readiness};

@@ -64,6 +64,23 @@
 //! 2. then acks the request. A message that is not an event, or has no
 //!    `reply_to`, is rejected without requeue (it goes to `<queue>.dead`).
 //!
+//! A listener's response also carries `app_id`, its service name: the
+//! event stream names it as the response's `source`.
+//!
+//! # The event stream
+//!
+//! The dispatcher appends every event it routes to one RabbitMQ stream
+//! (`EVENT_STREAM`, `x-queue-type: stream`), in the order it routes them:
+//! each request once the broker has it in its queue, each response as it
+//! arrives. A record's body is the event's JSON as it travelled; its
+//! properties are `message_id` and `type` (the event's), and its headers
+//! [`STREAM_DIRECTION_HEADER`] (`request` or `response`),
+//! [`STREAM_SOURCE_HEADER`] (the service that produced the event:
+//! `public-web` for a client's request, the listener's `app_id` for a
+//! response) and `x-stream-filter-value` (the type, for brokers that
+//! filter streams). Correlation ids and callback URLs are not recorded:
+//! the stream is readable by subscribers, those are not theirs.
+//!
 //! # Trace context
 //!
 //! W3C Trace Context (`traceparent`, `tracestate`) and `baggage` travel as
@@ -84,6 +101,16 @@ pub use signature::{
 /// an HTTP header from public-web to the dispatcher, then an AMQP header on
 /// the request and on its response.
 pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
+
+/// Stream record header: `request` or `response`.
+pub const STREAM_DIRECTION_HEADER: &str = "x-direction";
+
+/// Stream record header: the service that produced the event.
+pub const STREAM_SOURCE_HEADER: &str = "x-source";
+
+/// Stream record header some brokers (RabbitMQ 3.13 and later) filter
+/// stream reads on: the event's type.
+pub const STREAM_FILTER_HEADER: &str = "x-stream-filter-value";
 
 /// The response header that tells the client its request's trace id.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
