@@ -7,6 +7,9 @@ use common::config::{self, ConfigError};
 use common::http::{InternalAuth, ServerLimits};
 use reqwest::Url;
 
+use crate::live::LiveConfig;
+use crate::ws::WsConfig;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The public port (`PORT`); 0 picks a free one.
@@ -38,6 +41,13 @@ pub struct Config {
     /// Connection limits, shared by both ports (`HEADER_TIMEOUT_MS`,
     /// `IDLE_TIMEOUT_MS`, `MAX_CONNECTIONS`, `MAX_HEADER_BYTES`).
     pub limits: ServerLimits,
+    /// The event stream and who may subscribe to it (`AMQP_URL`,
+    /// `EVENT_STREAM*`, `SUBSCRIBE_*`, `SEND_QUEUE_FRAMES`).
+    pub live: LiveConfig,
+    /// The WebSocket endpoint's limits (`WS_*`).
+    pub ws: WsConfig,
+    /// How often a quiet SSE stream gets a comment (`SSE_KEEPALIVE_MS`).
+    pub sse_keepalive: Duration,
 }
 
 impl Config {
@@ -54,6 +64,9 @@ impl Config {
             dispatch_port: config::parse_or("DISPATCH_PORT", 0)?,
             internal_bind: config::internal_bind_addr()?,
             limits: ServerLimits::from_env()?,
+            live: LiveConfig::from_env()?,
+            ws: WsConfig::from_env()?,
+            sse_keepalive: config::millis_or("SSE_KEEPALIVE_MS", 15_000)?,
         })
     }
 }

@@ -5,17 +5,26 @@
 //! callback URL, and answers the client when the dispatcher POSTs the
 //! response to `/dispatch` — or 504 when none comes in time.
 //!
-//! `startup` builds the app from `config`; the handlers (`routes`) share
-//! `state`: the parked requests (`pending`) and the `dispatcher_client`.
+//! Beyond the held request: a WebSocket (`ws`) carries many requests and
+//! live subscriptions, `sse` streams subscriptions to plain HTTP clients,
+//! both fed by this instance's reader of the event stream (`live`), and
+//! `console` serves a page that uses them.
+//!
+//! `startup` builds the app from `config`; the handlers share `state`:
+//! the parked requests (`pending`), the `dispatcher_client` and `live`.
 
 pub mod config;
+pub mod console;
 pub mod dispatcher_client;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod pending;
 pub mod routes;
+pub mod sse;
 pub mod startup;
 pub mod state;
+pub mod ws;
 
 pub const SERVICE_NAME: &str = "public-web";
 /// The HTTP port unless `PORT` says otherwise.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -57,13 +58,20 @@ async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, Publi
     let JsonEvent(event) = JsonEvent::from_request(request, &state)
         .await
         .map_err(PublicWebError::Rejected)?;
+    forward(&state, &event).await
+}
+
+/// Parks a request for `event`'s response and forwards the event: what
+/// `POST /` and a WebSocket request frame share, so both count against
+/// `MAX_PENDING` and wait at most `REQUEST_TIMEOUT_MS`.
+pub(crate) async fn forward(state: &AppState, event: &Event) -> Result<Waiting, PublicWebError> {
     let timeout = state.config.request_timeout;
     let deadline = Instant::now() + timeout;
     let parked = state.pending.park(&event.id)?;
     tracing::info!(target: HOP_TARGET, event_id = %event.id, event_type = %event.kind, "request accepted");
     // The deadline covers the forward too: a slow dispatcher must not
     // stretch a request past REQUEST_TIMEOUT_MS.
-    let forward = state.dispatcher.forward(&event, parked.correlation());
+    let forward = state.dispatcher.forward(event, parked.correlation());
     match tokio::time::timeout_at(deadline, forward).await {
         Ok(forwarded) => forwarded?,
         Err(_) => return Err(timed_out(&parked, timeout)),
@@ -77,19 +85,24 @@ async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, Publi
 
 /// A forwarded request, parked until its response arrives or its
 /// deadline passes.
-struct Waiting {
+pub(crate) struct Waiting {
     parked: Parked,
     deadline: Instant,
     timeout: Duration,
 }
 
 impl Waiting {
-    async fn response(mut self) -> Result<Response, PublicWebError> {
+    /// The response event's JSON, as the listener wrote it.
+    pub(crate) async fn answer(mut self) -> Result<Bytes, PublicWebError> {
         let answer = tokio::time::timeout_at(self.deadline, self.parked.response())
             .await
             .map_err(|_| timed_out(&self.parked, self.timeout))?
             .ok_or(PublicWebError::Abandoned)?;
-        let body = answer.map_err(PublicWebError::Listener)?;
+        answer.map_err(PublicWebError::Listener)
+    }
+
+    async fn response(self) -> Result<Response, PublicWebError> {
+        let body = self.answer().await?;
         Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{post, post_service};
+use axum::routing::{get, post, post_service};
 use common::http;
 use reqwest::Url;
 use tokio::net::TcpListener;
@@ -14,8 +14,9 @@ use tower::service_fn;
 
 use crate::config::Config;
 use crate::dispatcher_client::DispatcherClient;
+use crate::live::Live;
 use crate::pending::PendingRequests;
-use crate::routes;
+use crate::{console, routes, sse, ws};
 use crate::state::AppState;
 
 /// public-web bound to its ports, ready to run.
@@ -44,9 +45,12 @@ impl Application {
             config.auth.clone(),
         )
         .map_err(std::io::Error::other)?;
+        let shutdown = CancellationToken::new();
         let state = Arc::new(AppState {
             pending: PendingRequests::new(config.max_pending),
             dispatcher,
+            live: Live::new(config.live.clone(), shutdown.clone()),
+            shutdown,
             config,
         });
         Ok(Self {
@@ -82,6 +86,12 @@ impl Application {
             "public-web listening"
         );
         let state = self.state;
+        let ending = state.shutdown.clone();
+        let shutdown_watch = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_watch.cancelled().await;
+            ending.cancel();
+        });
         if !state.config.auth.is_enforced() {
             tracing::warn!(
                 "INSECURE_DEV_MODE: /dispatch accepts unsigned callbacks; never run this way in a deployment"
@@ -157,9 +167,13 @@ fn public_routes(state: Arc<AppState>) -> Router {
             post_service(service_fn({
                 let state = state.clone();
                 move |request| routes::submit(state.clone(), request)
-            })),
+            }))
+            .get(console::page),
         )
         .route("/ping", post(routes::ping))
+        .route("/console.js", get(console::script))
+        .route("/ws", get(ws::upgrade))
+        .route("/events", get(sse::events))
         .merge(http::operational_routes(readiness))
         .with_state(state)
 }

@@ -2,9 +2,11 @@
 //! a pointer, not a copy.
 
 use common::http::{HasInternalAuth, InternalAuth};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatcher_client::DispatcherClient;
+use crate::live::Live;
 use crate::pending::PendingRequests;
 
 pub struct AppState {
@@ -12,6 +14,11 @@ pub struct AppState {
     /// The requests waiting for their response.
     pub pending: PendingRequests,
     pub dispatcher: DispatcherClient,
+    /// Live subscriptions: the event stream's hub and the token checks.
+    pub live: Live,
+    /// Cancelled at shutdown: WebSockets and SSE streams end, since a
+    /// server waits for its requests in flight.
+    pub shutdown: CancellationToken,
 }
 
 impl HasInternalAuth for AppState {

@@ -38,15 +38,25 @@ pub struct Topology {
     pub response_queue: String,
     /// A queue for tests to route to and never consume: its requests wait.
     pub unattended_queue: String,
+    /// The event stream of the dispatchers and public-webs built on it.
+    pub stream: String,
 }
 
 impl Topology {
     pub fn new() -> Self {
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
+        Self::named(&prefix, "ping", "")
+    }
+
+    /// Queues `<prefix>-<request>`, `<prefix>-<middle>responses` and
+    /// `<prefix>-<middle>unattended`, and their stream.
+    pub fn named(prefix: &str, request: &str, middle: &str) -> Self {
+        let response_queue = format!("{prefix}-{middle}responses");
         Self {
-            request_queue: format!("{prefix}-ping"),
-            response_queue: format!("{prefix}-responses"),
-            unattended_queue: format!("{prefix}-unattended"),
+            request_queue: format!("{prefix}-{request}"),
+            stream: event_stream(&response_queue),
+            response_queue,
+            unattended_queue: format!("{prefix}-{middle}unattended"),
         }
     }
 
@@ -60,6 +70,7 @@ impl Topology {
             queues.push(common::wire::dead_letter_queue(queue));
             queues.push(queue.clone());
         }
+        queues.push(self.stream.clone());
         queues
     }
 
@@ -227,7 +238,24 @@ pub fn dispatcher_config(topology: &Topology, amqp_url: &str) -> dispatcher::con
     )
 }
 
-/// The dispatcher's configuration with the routing table `routes`.
+/// The event stream of a test whose response queue is `response_queue`
+/// (unique to the test, so the stream is too).
+pub fn event_stream(response_queue: &str) -> String {
+    format!("{response_queue}-events")
+}
+
+/// The stream configuration of the tests: `name`, small segments.
+pub fn stream_config(name: &str) -> common::amqp::stream::StreamConfig {
+    common::amqp::stream::StreamConfig {
+        name: name.to_owned(),
+        max_age: "1h".parse().expect("an age"),
+        max_bytes: 64 << 20,
+        segment_bytes: 4 << 20,
+    }
+}
+
+/// The dispatcher's configuration with the routing table `routes`; its
+/// event stream is named after `response_queue`.
 pub fn dispatcher_config_routing(
     routes: &str,
     response_queue: &str,
@@ -252,6 +280,8 @@ pub fn dispatcher_config_routing(
             backlog: 128,
             cooldown: Duration::from_secs(5),
         },
+        stream: stream_config(&event_stream(response_queue)),
+        stream_buffer: 10_000,
         max_body_bytes: 64 * 1024,
         // Tests start listeners late and on purpose; the one that tests
         // the grace sets its own.
@@ -296,6 +326,9 @@ pub async fn spawn_listener<H: Handler>(config: ListenerConfig, handler: H) -> R
     Running::start(listener.local_addr(), |shutdown| listener.run(shutdown))
 }
 
+/// public-web's configuration in front of `dispatcher_url`. Its event
+/// stream is named for no test: a test that subscribes sets
+/// `live.stream` to its topology's (see [`public_web_config_on`]).
 pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
     public_web::config::Config {
         port: 0,
@@ -309,8 +342,44 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
         dispatch_port: 0,
         internal_bind: Ipv4Addr::LOCALHOST.into(),
         limits: test_limits(),
+        live: public_web::live::LiveConfig {
+            broker: amqp_url().parse().expect("an AMQP URL"),
+            stream: stream_config("it-unused-events"),
+            verifier: test_verifier(true),
+            send_queue: 1024,
+        },
+        ws: public_web::ws::WsConfig {
+            max_frame_bytes: 64 * 1024,
+            max_in_flight: 100,
+            max_subscriptions: 16,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            allowed_origins: None,
+        },
+        sse_keepalive: Duration::from_secs(15),
     }
 }
+
+/// public-web's configuration in front of `dispatcher_url`, reading
+/// `topology`'s event stream.
+pub fn public_web_config_on(topology: &Topology, dispatcher_url: &str) -> public_web::config::Config {
+    let mut config = public_web_config(dispatcher_url);
+    config.live.stream = stream_config(&topology.stream);
+    config
+}
+
+/// The HS256 key of the tests' subscriber tokens.
+pub const TEST_TOKEN_KEY: &str = "test-subscribe-key-of-at-least-32-bytes!";
+
+/// A token verifier with [`TEST_TOKEN_KEY`]; anonymous subscriptions as
+/// `anonymous` says.
+pub fn test_verifier(anonymous: bool) -> public_web::live::auth::Verifier {
+    public_web::live::auth::Verifier::new(
+        vec![public_web::live::auth::Key::hs256(TEST_TOKEN_KEY.as_bytes())],
+        anonymous,
+    )
+}
+
 
 /// public-web and a handle on its parked requests.
 pub async fn spawn_public_web(
@@ -356,7 +425,8 @@ impl Stack {
         let url = amqp_url();
         let dispatcher = spawn_dispatcher(dispatcher_config(topology, &url)).await;
         let listener = spawn_listener(listener_config(topology, &url), ping_listener::handle).await;
-        let (public_web, pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
+        let (public_web, pending) =
+            spawn_public_web(public_web_config_on(topology, &dispatcher.url())).await;
         let stack = Self {
             public_web,
             pending,
@@ -553,7 +623,8 @@ pub fn listener_config_on(service_name: &str, queue: &str) -> ListenerConfig {
 pub async fn spawn_front(topology: &Topology, routes: &str) -> (Running, Running) {
     let config = dispatcher_config_routing(routes, &topology.response_queue, &amqp_url());
     let dispatcher = spawn_dispatcher(config).await;
-    let (public_web, _pending) = spawn_public_web(public_web_config(&dispatcher.url())).await;
+    let (public_web, _pending) =
+        spawn_public_web(public_web_config_on(topology, &dispatcher.url())).await;
     wait_ready(&dispatcher.url()).await;
     wait_ready(&public_web.url()).await;
     (dispatcher, public_web)
@@ -602,17 +673,9 @@ pub struct ScenarioPlatform {
 impl ScenarioPlatform {
     pub async fn start(scenario_types: &[&str]) -> Self {
         let prefix = format!("it-{}", uuid::Uuid::new_v4().simple());
-        let scenarios = Topology {
-            request_queue: format!("{prefix}-scenario"),
-            response_queue: format!("{prefix}-responses"),
-            unattended_queue: format!("{prefix}-unattended"),
-        };
-        // Only its request queue is used; the other one is never created.
-        let primes = Topology {
-            request_queue: format!("{prefix}-prime"),
-            response_queue: format!("{prefix}-prime-responses"),
-            unattended_queue: format!("{prefix}-prime-unattended"),
-        };
+        let scenarios = Topology::named(&prefix, "scenario", "");
+        // Only its request queue is used; the others are never created.
+        let primes = Topology::named(&prefix, "prime", "prime-");
         let mut routes: Vec<String> = scenario_types
             .iter()
             .map(|kind| format!("{kind}={}", scenarios.request_queue))

@@ -166,6 +166,7 @@ impl ProcessStack {
                 format!("PingRequest={}", topology.request_queue),
             ),
             ("RESPONSE_QUEUE".to_owned(), topology.response_queue.clone()),
+            ("EVENT_STREAM".to_owned(), topology.stream.clone()),
         ]);
         let dispatcher =
             ServiceProcess::spawn("dispatcher", dispatcher_port, &dispatcher_env).await;
@@ -296,6 +297,7 @@ pub async fn spawn_front_processes(
         ("AMQP_URL", &crate::amqp_url()),
         ("ROUTES", &format!("PingRequest={}", topology.request_queue)),
         ("RESPONSE_QUEUE", &topology.response_queue),
+        ("EVENT_STREAM", &topology.stream),
     ]);
     dispatcher_env.extend_from_slice(extra);
     let dispatcher = ServiceProcess::spawn("dispatcher", free_port(), &dispatcher_env).await;

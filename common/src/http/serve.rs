@@ -27,6 +27,12 @@
 //! A request in flight (public-web's parked ones included) is never cut
 //! off by these, nor by a shutdown: the server stops accepting, closes
 //! idle connections and lets the others finish their requests.
+//!
+//! A connection upgraded to another protocol (a WebSocket) leaves hyper
+//! but keeps its slot: the handler takes the request's [`UpgradeHold`] and
+//! holds it for as long as the socket lives, so it counts against the cap
+//! and is never displaced as idle. Such a handler watches for shutdown
+//! itself.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -257,7 +263,7 @@ async fn serve_connection(
         connection: connection.clone(),
         max_header_bytes: limits.max_header_bytes,
     });
-    let served = builder.serve_connection(TokioIo::new(stream), service);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(served);
     let mut closing: Option<&'static str> = None;
     // When a connection being closed is dropped even if hyper has not
@@ -467,6 +473,25 @@ impl Drop for Connection {
 /// (or dropped).
 struct InFlight(Arc<Connection>);
 
+/// The slot of a connection that asks to be upgraded, in the request's
+/// extensions: a handler that takes the connection over (a WebSocket)
+/// calls [`UpgradeHold::hold`] and keeps the guard while it uses it.
+#[derive(Clone)]
+pub struct UpgradeHold(Arc<Connection>);
+
+/// A taken-over connection counted busy until dropped.
+pub struct ConnectionHeld {
+    _in_flight: InFlight,
+}
+
+impl UpgradeHold {
+    pub fn hold(self) -> ConnectionHeld {
+        ConnectionHeld {
+            _in_flight: self.0.request_started(),
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         let connection = &self.0;
@@ -515,7 +540,13 @@ impl tower::Service<Request<hyper::body::Incoming>> for Tracked {
             );
             return Box::pin(std::future::ready(Ok(refusal.into_response())));
         }
-        let answered = self.app.clone().oneshot(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        if request.headers().contains_key(axum::http::header::UPGRADE) {
+            request
+                .extensions_mut()
+                .insert(UpgradeHold(self.connection.clone()));
+        }
+        let answered = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = answered.await?;
             Ok(response.map(|body| Body::new(Counted { body, in_flight })))
