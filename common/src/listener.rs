@@ -253,8 +253,7 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
             publisher,
             reply_to,
             &body,
-            reply_properties(&response, &request_id, properties)
-                .with_app_id(self.app_id.clone()),
+            reply_properties(&response, &request_id, properties).with_app_id(self.app_id.clone()),
             self.publish_timeout,
         )
         .await;

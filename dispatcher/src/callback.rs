@@ -217,7 +217,7 @@ impl Callbacks {
     ) -> Result<StatusCode, CallbackError> {
         let target = self.targets.of(url);
         let _turn = target
-            .turn(self.timeout)
+            .turn(self.timeout, || self.targets.alone(&target))
             .await
             .map_err(CallbackError::Unavailable)?;
         let attempt = || async {

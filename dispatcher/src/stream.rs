@@ -154,7 +154,6 @@ impl Sessions {
     pub fn ended(&self) {
         self.channel.send_replace(None);
     }
-
 }
 
 impl Writer {

@@ -9,12 +9,14 @@
 //!   bounded number waiting for a turn, together at most half the
 //!   consumer's prefetch, so that whatever one target holds, other
 //!   targets' responses find free slots (several slow targets at once can
-//!   still fill them, until their cooldowns start). A response beyond both is dead-lettered rather than hold a
-//!   slot: requeueing it would put it back at the head of the queue,
-//!   ahead of every other target's responses, the stall again one step
-//!   removed. A healthy public-web answers a callback in well under a
-//!   millisecond, so a target with that many outstanding is hung or
-//!   drowning;
+//!   still fill them, until their cooldowns start). A response beyond both
+//!   is dead-lettered rather than hold a slot: requeueing it would put it
+//!   back at the head of the queue, ahead of every other target's
+//!   responses, the stall again one step removed. The share only protects
+//!   other targets, so a target alone (no other called within
+//!   [`ACTIVE_WINDOW`], as with a single public-web instance) may hold the
+//!   whole prefetch: its responses beyond the backlog wait for a turn like
+//!   the backlog's, rather than be shed while nobody else wants the slots;
 //! - a cooldown: once calls to it have timed out or failed to connect
 //!   [`FAILURES_TO_DOWN`] times in a row, it is marked down for
 //!   `CALLBACK_TARGET_COOLDOWN_MS`, and calls to it fail at once, retries
@@ -25,7 +27,7 @@
 //! [`MAX_TARGETS`] at most; beyond that the rest share one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ use tokio::time::Instant;
 
 /// Consecutive timeouts or connection failures that mark a target down.
 pub const FAILURES_TO_DOWN: u32 = 3;
+
+/// How recently another target must have been called for a target's
+/// share to apply beyond its backlog.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Callback URLs kept apart at most: far more than a deployment's
 /// public-web instances.
@@ -55,6 +61,9 @@ pub struct Target {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     failures: AtomicU32,
+    /// When a turn was last asked for, in milliseconds since `epoch`.
+    last_asked: AtomicU64,
+    epoch: Instant,
     down_until: Mutex<Option<Instant>>,
     backlog: usize,
     cooldown: Duration,
@@ -98,29 +107,62 @@ impl Targets {
             .or_insert_with(|| Arc::new(Target::new(self.per_target, self.backlog, self.cooldown)))
             .clone()
     }
+
+    /// Whether no target but `target` was asked for a turn within
+    /// [`ACTIVE_WINDOW`].
+    pub fn alone(&self, target: &Target) -> bool {
+        let by_url = self.by_url.read().expect("targets lock");
+        by_url
+            .values()
+            .map(Arc::as_ref)
+            .chain([self.overflow.as_ref()])
+            .filter(|other| !std::ptr::eq(*other, target))
+            .all(|other| other.idle_for() >= ACTIVE_WINDOW)
+    }
 }
 
 impl Target {
+    /// How long since a turn was last asked for (forever if never).
+    fn idle_for(&self) -> Duration {
+        match self.last_asked.load(Ordering::Relaxed) {
+            0 => Duration::MAX,
+            asked => self
+                .epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(asked - 1)),
+        }
+    }
+
     fn new(per_target: usize, backlog: usize, cooldown: Duration) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(per_target)),
             waiting: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
+            last_asked: AtomicU64::new(0),
+            epoch: Instant::now(),
             down_until: Mutex::new(None),
             backlog,
             cooldown,
         }
     }
 
-    /// A turn to call this target, waiting at most `patience` for one.
-    pub async fn turn(&self, patience: Duration) -> Result<OwnedSemaphorePermit, Unavailable> {
+    /// A turn to call this target, waiting at most `patience` for one;
+    /// beyond the backlog, only when `alone` says no other target wants
+    /// the slots.
+    pub async fn turn(
+        &self,
+        patience: Duration,
+        alone: impl FnOnce() -> bool,
+    ) -> Result<OwnedSemaphorePermit, Unavailable> {
+        let asked = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last_asked.store(asked, Ordering::Relaxed);
         if self.is_down() {
             return Err(Unavailable::Down);
         }
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.backlog {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.backlog && !alone() {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Unavailable::Busy);
         }
@@ -167,27 +209,59 @@ mod tests {
         let targets = Targets::new(2, 2, Duration::from_secs(5));
         let slow = targets.of(&url("http://127.0.0.1:1/dispatch"));
         let held = [
-            slow.turn(Duration::ZERO).await.unwrap(),
-            slow.turn(Duration::ZERO).await.unwrap(),
+            slow.turn(Duration::ZERO, || false).await.unwrap(),
+            slow.turn(Duration::ZERO, || false).await.unwrap(),
         ];
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let slow = slow.clone();
-                tokio::spawn(async move { slow.turn(Duration::from_secs(5)).await.is_ok() })
+                tokio::spawn(
+                    async move { slow.turn(Duration::from_secs(5), || false).await.is_ok() },
+                )
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
-            slow.turn(Duration::from_secs(5)).await.err(),
+            slow.turn(Duration::from_secs(5), || false).await.err(),
             Some(Unavailable::Busy)
         );
         // Another target is not affected.
         let other = targets.of(&url("http://127.0.0.1:2/dispatch"));
-        assert!(other.turn(Duration::ZERO).await.is_ok());
+        assert!(other.turn(Duration::ZERO, || false).await.is_ok());
         drop(held);
         for waiter in waiters {
             assert!(waiter.await.unwrap());
         }
+    }
+
+    #[tokio::test]
+    async fn a_target_alone_waits_beyond_its_backlog() {
+        let targets = Targets::new(1, 0, Duration::from_secs(5));
+        let lone = targets.of(&url("http://127.0.0.1:1/dispatch"));
+        let held = lone
+            .turn(Duration::ZERO, || targets.alone(&lone))
+            .await
+            .unwrap();
+        let waiter = {
+            let lone = lone.clone();
+            let alone = targets.alone(&lone);
+            tokio::spawn(async move { lone.turn(Duration::from_secs(5), || alone).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "no other target: it waits its turn");
+
+        // Once another target is being called, the share applies again.
+        let other = targets.of(&url("http://127.0.0.1:2/dispatch"));
+        let _other_turn = other.turn(Duration::ZERO, || false).await.unwrap();
+        let _held = lone.turn(Duration::ZERO, || false).await.unwrap();
+        assert!(!targets.alone(&lone));
+        assert_eq!(
+            lone.turn(Duration::from_secs(5), || targets.alone(&lone))
+                .await
+                .err(),
+            Some(Unavailable::Busy)
+        );
     }
 
     #[tokio::test]
@@ -200,12 +274,12 @@ mod tests {
         target.failed();
         target.failed();
         assert!(
-            target.turn(Duration::ZERO).await.is_ok(),
+            target.turn(Duration::ZERO, || false).await.is_ok(),
             "not three in a row"
         );
         target.failed();
         assert_eq!(
-            target.turn(Duration::ZERO).await.err(),
+            target.turn(Duration::ZERO, || false).await.err(),
             Some(Unavailable::Down)
         );
         assert!(Arc::ptr_eq(
@@ -213,6 +287,6 @@ mod tests {
             &targets.of(&url("http://127.0.0.1:1/x"))
         ));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(target.turn(Duration::ZERO).await.is_ok());
+        assert!(target.turn(Duration::ZERO, || false).await.is_ok());
     }
 }

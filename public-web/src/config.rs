@@ -30,6 +30,9 @@ pub struct Config {
     /// How long the forward to the dispatcher may take
     /// (`DISPATCHER_TIMEOUT_MS`).
     pub dispatcher_timeout: Duration,
+    /// Forwards in flight at once, and so connections to the dispatcher
+    /// at most (`DISPATCHER_CONCURRENCY`).
+    pub dispatcher_concurrency: usize,
     /// Signs forwards to the dispatcher and checks its callbacks
     /// (`CALLBACK_SECRET`, `SIGNATURE_TOLERANCE_MS`).
     pub auth: InternalAuth,
@@ -60,6 +63,7 @@ impl Config {
             max_pending: config::parse_or("MAX_PENDING", 100_000)?,
             max_body_bytes: config::parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             dispatcher_timeout: config::millis_or("DISPATCHER_TIMEOUT_MS", 5_000)?,
+            dispatcher_concurrency: config::parse_or("DISPATCHER_CONCURRENCY", 512)?,
             auth: InternalAuth::from_env()?,
             dispatch_port: config::parse_or("DISPATCH_PORT", 0)?,
             internal_bind: config::internal_bind_addr()?,

@@ -1,5 +1,12 @@
 //! public-web's calls to the dispatcher: forwarding an event with this
 //! instance's callback URL, and asking whether it is ready.
+//!
+//! Forwards in flight at once are bounded (`DISPATCHER_CONCURRENCY`): each
+//! HTTP/1.1 forward holds a connection, so a burst of ten thousand
+//! requests (a thousand WebSockets with ten each) would otherwise open ten
+//! thousand connections at once, overflowing the dispatcher's accept
+//! backlog until connects time out. Beyond the bound a forward waits its
+//! turn, within its request's deadline, on connections kept alive.
 
 use std::time::Duration;
 
@@ -25,6 +32,8 @@ pub struct DispatcherClient {
     callback_url: String,
     /// Signs each forward.
     auth: InternalAuth,
+    /// Turns to forward, one per connection the dispatcher may see.
+    turns: tokio::sync::Semaphore,
 }
 
 impl DispatcherClient {
@@ -35,6 +44,7 @@ impl DispatcherClient {
         callback_url: &Url,
         timeout: Duration,
         auth: InternalAuth,
+        concurrency: usize,
     ) -> reqwest::Result<Self> {
         Ok(Self {
             http: http::service_client(timeout)?,
@@ -44,6 +54,7 @@ impl DispatcherClient {
                 .expect("an http(s) URL joins a relative path"),
             callback_url: callback_url.as_str().to_owned(),
             auth,
+            turns: tokio::sync::Semaphore::new(concurrency.max(1)),
         })
     }
 
@@ -57,6 +68,11 @@ impl DispatcherClient {
     /// JSON error (and `Retry-After`: a client told to retry must be told
     /// when).
     pub async fn forward(&self, event: &Event, correlation: &str) -> Result<(), PublicWebError> {
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let span = http::client_span("POST", &self.submit_url);
         let body = event.to_vec();
         let request = self

@@ -18,7 +18,7 @@ pub enum PublicWebError {
     Full(#[from] Full),
     #[error(transparent)]
     NotWaiting(#[from] NotWaiting),
-    #[error("the dispatcher could not be reached: {0}")]
+    #[error("the dispatcher could not be reached: {}", common::http::error_chain(.0))]
     DispatcherUnreachable(reqwest::Error),
     /// The dispatcher refused the event; its status and JSON error are
     /// passed on (e.g. 422 for an event type it has no route for).

@@ -45,7 +45,11 @@ pub fn request_timed_out() {
 pub fn init() {
     metrics::counter!("public_web_request_timeouts_total").increment(0);
     pending_requests_gauge().set(0.0);
-    for gauge in [subscriptions_gauge(), websockets_gauge(), sse_streams_gauge()] {
+    for gauge in [
+        subscriptions_gauge(),
+        websockets_gauge(),
+        sse_streams_gauge(),
+    ] {
         gauge.set(0.0);
     }
     for counter in [

@@ -55,7 +55,11 @@ async fn subscribe(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>> + use<>>, ApiError> {
     let query = axum::extract::Query::<EventsQuery>::try_from_uri(&request.uri)
         .map_err(|rejection| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                rejection.body_text(),
+            )
         })?
         .0;
     let headers = &request.headers;
@@ -77,8 +81,9 @@ async fn subscribe(
         ),
     };
     let mut filters = match &query.filter {
-        Some(text) => serde_json::from_str::<Value>(text)
-            .map_err(|error| ApiError::from(&SubscribeError::MalformedFilters(error.to_string())))?,
+        Some(text) => serde_json::from_str::<Value>(text).map_err(|error| {
+            ApiError::from(&SubscribeError::MalformedFilters(error.to_string()))
+        })?,
         None => Value::Array(Vec::new()),
     };
     if let (Some(kind), Value::Array(list)) = (&query.kind, &mut filters) {
@@ -113,11 +118,8 @@ async fn subscribe(
     );
     crate::metrics::sse_streams_gauge().increment(1.0);
     let keep_alive = state.config.sse_keepalive;
-    Ok(Sse::new(Counted::wrap(stream)).keep_alive(
-        KeepAlive::new()
-            .interval(keep_alive)
-            .text("keep-alive"),
-    ))
+    Ok(Sse::new(Counted::wrap(stream))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
 }
 
 /// What ends a stream besides the client leaving.

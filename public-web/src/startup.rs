@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::dispatcher_client::DispatcherClient;
 use crate::live::Live;
 use crate::pending::PendingRequests;
-use crate::{console, routes, sse, ws};
 use crate::state::AppState;
+use crate::{console, routes, sse, ws};
 
 /// public-web bound to its ports, ready to run.
 pub struct Application {
@@ -43,6 +43,7 @@ impl Application {
             &callback_url,
             config.dispatcher_timeout,
             config.auth.clone(),
+            config.dispatcher_concurrency,
         )
         .map_err(std::io::Error::other)?;
         let shutdown = CancellationToken::new();

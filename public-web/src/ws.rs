@@ -129,8 +129,12 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Re
     let query = match axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri) {
         Ok(query) => query.0,
         Err(rejection) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
-                .into_response();
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                rejection.body_text(),
+            )
+            .into_response();
         }
     };
     // A token is needed only to subscribe; one that is present but
@@ -196,10 +200,8 @@ impl Session {
         crate::metrics::websockets_gauge().increment(1.0);
         let config = self.state.config.ws.clone();
         let shutdown = self.state.shutdown.clone();
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + config.ping_interval,
-            config.ping_interval,
-        );
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         let mut last_heard = Instant::now();
         let expires = self.grant.as_ref().map(Grant::expires_at);
         let close = loop {
@@ -261,11 +263,8 @@ impl Session {
                 code,
                 reason: reason.into(),
             };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.send(Message::Close(Some(frame))),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
         }
         crate::metrics::websockets_gauge().decrement(1.0);
         // Dropping `self` aborts the socket's requests (their parked
@@ -305,7 +304,11 @@ impl Session {
         let id = frame.get("id").and_then(Value::as_str).map(str::to_owned);
         let event = serde_json::from_value::<EventInput>(Value::Object(frame))
             .map_err(|error| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", error.to_string())
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_event",
+                    error.to_string(),
+                )
             })
             .and_then(|input| input.into_event().map_err(ApiError::from));
         let event = match event {
@@ -340,7 +343,10 @@ impl Session {
                             if refusal.status.is_server_error() {
                                 span.record_error(&error);
                             }
-                            (refusal.status.as_u16(), error_frame(Some(&event.id), &refusal))
+                            (
+                                refusal.status.as_u16(),
+                                error_frame(Some(&event.id), &refusal),
+                            )
                         }
                     };
                     tracing::info!(
@@ -375,7 +381,9 @@ impl Session {
                     &ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_subscribe",
-                        format!("subscribe.id must be a string of 1 to {MAX_SUBSCRIPTION_ID} bytes"),
+                        format!(
+                            "subscribe.id must be a string of 1 to {MAX_SUBSCRIPTION_ID} bytes"
+                        ),
                     ),
                 );
             }
@@ -427,7 +435,10 @@ impl Session {
         };
         // Acknowledged before the first event can be queued behind it.
         let live = self.state.live.clone();
-        match live.subscribe(self.grant.as_ref(), &filters, sink, from).await {
+        match live
+            .subscribe(self.grant.as_ref(), &filters, sink, from)
+            .await
+        {
             Ok(subscription) => {
                 self.send_text(format!("{{\"subscribed\":{key}}}"));
                 self.subscriptions.insert(key, subscription);
@@ -476,6 +487,10 @@ impl Session {
         offer(&self.outgoing, &self.overflow, Outgoing::Text(text));
     }
 }
+
+/// How long a close frame may wait to be written: a client that does not
+/// read gets this long to find out why it is being closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Longest subscription id, in bytes.
 const MAX_SUBSCRIPTION_ID: usize = 128;

@@ -6,6 +6,7 @@ mod bad_input;
 mod broker;
 mod connections;
 mod faults;
+mod live;
 mod overload;
 mod prime;
 mod python_listener;

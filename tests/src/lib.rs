@@ -5,6 +5,7 @@
 //! Also a small TCP proxy, so a test can make "the broker" appear and
 //! disappear on a port of its own without touching the shared broker.
 
+pub mod live;
 pub mod otlp;
 pub mod ports;
 pub mod processes;
@@ -308,7 +309,7 @@ pub fn listener_config_for(queue: &str, amqp_url: &str) -> ListenerConfig {
         port: 0,
         consumer: ConsumerConfig {
             broker: amqp_url.parse().expect("an AMQP URL"),
-            connection_name: "listener-test".to_owned(),
+            connection_name: TEST_LISTENER.to_owned(),
             queue: queue.to_owned(),
             also_declare: Vec::new(),
             prefetch: 16,
@@ -338,6 +339,7 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
         max_pending: 100_000,
         max_body_bytes: 64 * 1024,
         dispatcher_timeout: Duration::from_secs(5),
+        dispatcher_concurrency: 512,
         auth: test_auth(),
         dispatch_port: 0,
         internal_bind: Ipv4Addr::LOCALHOST.into(),
@@ -362,11 +364,18 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
 
 /// public-web's configuration in front of `dispatcher_url`, reading
 /// `topology`'s event stream.
-pub fn public_web_config_on(topology: &Topology, dispatcher_url: &str) -> public_web::config::Config {
+pub fn public_web_config_on(
+    topology: &Topology,
+    dispatcher_url: &str,
+) -> public_web::config::Config {
     let mut config = public_web_config(dispatcher_url);
     config.live.stream = stream_config(&topology.stream);
     config
 }
+
+/// The service name of the tests' in-process listeners: their responses'
+/// `source` in the event stream.
+pub const TEST_LISTENER: &str = "listener-test";
 
 /// The HS256 key of the tests' subscriber tokens.
 pub const TEST_TOKEN_KEY: &str = "test-subscribe-key-of-at-least-32-bytes!";
@@ -375,11 +384,12 @@ pub const TEST_TOKEN_KEY: &str = "test-subscribe-key-of-at-least-32-bytes!";
 /// `anonymous` says.
 pub fn test_verifier(anonymous: bool) -> public_web::live::auth::Verifier {
     public_web::live::auth::Verifier::new(
-        vec![public_web::live::auth::Key::hs256(TEST_TOKEN_KEY.as_bytes())],
+        vec![public_web::live::auth::Key::hs256(
+            TEST_TOKEN_KEY.as_bytes(),
+        )],
         anonymous,
     )
 }
-
 
 /// public-web and a handle on its parked requests.
 pub async fn spawn_public_web(

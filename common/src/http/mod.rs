@@ -27,7 +27,7 @@ pub use extract::{ApiJson, JsonEvent};
 pub use internal::{CallbackHop, HasInternalAuth, InternalAuth, SignedEvent, SignedHop, SubmitHop};
 use observe::ObserveLayer;
 pub use probes::{ReadinessCheck, operational_routes, readiness};
-pub use serve::{ConnectionHeld, ServerLimits, UpgradeHold, serve};
+pub use serve::{ConnectionHeld, ServerLimits, UpgradeHold, raise_fd_limit, serve};
 
 /// What every service applies to inbound HTTP: a body size cap (413
 /// beyond it), a whole-request timeout, a server span and metrics per

@@ -55,10 +55,7 @@ pub enum AuthError {
     #[error("the token is not valid: {0}")]
     Invalid(String),
     #[error("the subscription is outside the token's claim {claim:?}: {reason}")]
-    OutsideClaim {
-        claim: &'static str,
-        reason: String,
-    },
+    OutsideClaim { claim: &'static str, reason: String },
 }
 
 /// A key tokens are checked with, and the only algorithm it accepts.
@@ -162,7 +159,10 @@ impl Verifier {
                 None => key,
             })
             .collect();
-        Ok(Self::new(keys, config::parse_or("SUBSCRIBE_ANONYMOUS", false)?))
+        Ok(Self::new(
+            keys,
+            config::parse_or("SUBSCRIBE_ANONYMOUS", false)?,
+        ))
     }
 
     /// Whether subscriptions without a token are allowed.
@@ -236,7 +236,9 @@ impl Grant {
             if !filters.0.iter().any(|f| requires(f, field, value)) {
                 return Err(AuthError::OutsideClaim {
                     claim: "event_data",
-                    reason: format!("add the filter {{\"exact\": {{\"data.{field}\": {value:?}}}}}"),
+                    reason: format!(
+                        "add the filter {{\"exact\": {{\"data.{field}\": {value:?}}}}}"
+                    ),
                 });
             }
         }
@@ -247,12 +249,12 @@ impl Grant {
 /// Whether every event `filter` admits has a type among `types`.
 fn only_types(filter: &Filter, types: &[String]) -> bool {
     match filter {
-        Filter::Exact(Attribute::Type, kind) => types.iter().any(|allowed| {
-            match allowed.strip_suffix('*') {
+        Filter::Exact(Attribute::Type, kind) => {
+            types.iter().any(|allowed| match allowed.strip_suffix('*') {
                 Some(prefix) => kind.starts_with(prefix),
                 None => allowed == kind,
-            }
-        }),
+            })
+        }
         Filter::Prefix(Attribute::Type, start) => types.iter().any(|allowed| {
             allowed
                 .strip_suffix('*')
@@ -320,7 +322,13 @@ mod tests {
         ] {
             let refused = grant.allows(&filters(outside.clone())).unwrap_err();
             assert!(
-                matches!(refused, AuthError::OutsideClaim { claim: "event_types", .. }),
+                matches!(
+                    refused,
+                    AuthError::OutsideClaim {
+                        claim: "event_types",
+                        ..
+                    }
+                ),
                 "{outside}"
             );
         }
@@ -341,7 +349,13 @@ mod tests {
         ] {
             let refused = grant.allows(&filters(outside.clone())).unwrap_err();
             assert!(
-                matches!(refused, AuthError::OutsideClaim { claim: "event_data", .. }),
+                matches!(
+                    refused,
+                    AuthError::OutsideClaim {
+                        claim: "event_data",
+                        ..
+                    }
+                ),
                 "{outside}"
             );
         }

@@ -8,7 +8,8 @@
 //! earlier offset first reads the past on a reader of its own (a
 //! catch-up), then joins the hub at the exact record where the two meet:
 //! under the hub's lock, once the catch-up has delivered a record the hub
-//! has not yet passed. Offsets below a subscriber's next one are skipped,
+//! has not yet passed (and the hub has read at least one, so it is not
+//! behind the end of the stream). Offsets below a subscriber's next one are skipped,
 //! so nothing is delivered twice and nothing is skipped.
 //!
 //! Every subscriber has a bounded queue ([`Sink`]); the hub never waits on
@@ -401,7 +402,11 @@ impl Inner {
             let delivery = match delivery {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => return Err(error),
-                None => return Err(lapin::Error::from(std::io::Error::other("catch-up cancelled"))),
+                None => {
+                    return Err(lapin::Error::from(std::io::Error::other(
+                        "catch-up cancelled",
+                    )));
+                }
             };
             let tag = delivery.delivery_tag;
             channel
@@ -435,10 +440,12 @@ impl Inner {
                 }
             }
             *next = offset + 1;
-            // Met the hub when it has not passed this record: from the
-            // next one on, the hub delivers, under this same lock.
+            // Met the hub when it has read a record and not passed this
+            // one: from the next one on, the hub delivers, under this same
+            // lock. A hub that has read nothing yet may be behind the end
+            // of the stream, so the catch-up reads on until it has.
             let mut state = self.lock();
-            if state.last.is_none_or(|last| last <= offset) {
+            if state.last.is_some_and(|last| last <= offset) {
                 if !cancel.is_cancelled() {
                     state.join(id, filters.clone(), sink.clone(), *next);
                 }

@@ -85,11 +85,15 @@ impl From<&SubscribeError> for ApiError {
             SubscribeError::Auth(AuthError::Expired) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", message)
             }
-            SubscribeError::Auth(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
-            SubscribeError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_unavailable", message)
-                    .with_retry_after(1)
+            SubscribeError::Auth(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
             }
+            SubscribeError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_unavailable",
+                message,
+            )
+            .with_retry_after(1),
         }
     }
 }
