@@ -37,6 +37,17 @@ if [ -z "${CALLBACK_SECRET:-}" ] && [ -z "${CALLBACK_SECRET_FILE:-}" ]; then
         (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/callback-secret)
     export CALLBACK_SECRET_FILE="$PWD/out/callback-secret"
 fi
+# Live subscriptions: a development key for subscriber tokens (HS256, kept
+# in out/ like the secret above), and anonymous subscriptions on, so that
+# `curl -N localhost:3000/events?type=PingResponse` works locally. Never
+# enable SUBSCRIBE_ANONYMOUS in a deployment.
+if [ -z "${SUBSCRIBE_JWT_HS256_KEY:-}" ]; then
+    [ -s out/subscribe-key ] ||
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/subscribe-key)
+    SUBSCRIBE_JWT_HS256_KEY="$(cat out/subscribe-key)"
+    export SUBSCRIBE_JWT_HS256_KEY
+fi
+export SUBSCRIBE_ANONYMOUS="${SUBSCRIBE_ANONYMOUS:-true}"
 # public-web serves /dispatch on a fixed internal port, and callbacks go
 # there and nowhere else.
 export DISPATCH_PORT="${DISPATCH_PORT:-3010}"

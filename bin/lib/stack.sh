@@ -122,11 +122,13 @@ stack() {
     free_port pw; free_port dp; free_port lp
     queue="$RUN_ID-$stack-ping"
     responses="$RUN_ID-$stack-responses"
-    QUEUES+=("$queue" "$queue.dead" "$responses" "$responses.dead")
+    events="$RUN_ID-$stack-events"
+    QUEUES+=("$queue" "$queue.dead" "$responses" "$responses.dead" "$events")
     start ping-listener "$stack-ping-listener" PORT="$lp" QUEUE="$queue" "$@"
     start dispatcher "$stack-dispatcher" PORT="$dp" ROUTES="PingRequest=$queue" \
-        RESPONSE_QUEUE="$responses" "$@"
-    start public-web "$stack-public-web" PORT="$pw" DISPATCHER_URL="http://127.0.0.1:$dp" "$@"
+        RESPONSE_QUEUE="$responses" EVENT_STREAM="$events" "$@"
+    start public-web "$stack-public-web" PORT="$pw" DISPATCHER_URL="http://127.0.0.1:$dp" \
+        EVENT_STREAM="$events" "$@"
     wait_ready "$stack-ping-listener" "$lp"
     wait_ready "$stack-dispatcher" "$dp"
     wait_ready "$stack-public-web" "$pw"

@@ -666,7 +666,7 @@ async fn two_replicas_each_serve_their_own_sockets() {
     ] {
         let mut answers = Vec::new();
         let mut events = Vec::new();
-        while answers.len() < 1 || events.len() < 2 {
+        while answers.is_empty() || events.len() < 2 {
             let frame = socket.next_json().await;
             if frame["subscription"] == name {
                 events.push(frame["event"]["id"].as_str().unwrap().to_owned());

@@ -276,7 +276,9 @@ async fn a_hung_callback_target_stalls_no_one_else() {
         }
     });
     let client = reqwest::Client::new();
-    // More than the target's share and backlog: some are shed at once.
+    // More than the target's share and backlog. Alone when they arrive,
+    // they wait for a turn rather than be shed (targets.rs tests the
+    // shedding beside another target); the timeouts mark it down.
     for n in 0..600 {
         let body = format!(r#"{{"id":"trap-{n}","type":"PingRequest","data":{{"sentAt":1}}}}"#);
         let correlation = format!("trap{n}");
@@ -317,10 +319,6 @@ async fn a_hung_callback_target_stalls_no_one_else() {
     assert!(
         failures("target_down") > 0.0,
         "the hung target was marked down"
-    );
-    assert!(
-        failures("target_busy") > 0.0,
-        "beyond its backlog, shed at once"
     );
     held.abort();
 }
