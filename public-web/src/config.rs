@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use axum::http::{HeaderMap, header};
 use common::config::{self, ConfigError};
 use common::http::{InternalAuth, ServerLimits};
 use reqwest::Url;
 
 use crate::live::LiveConfig;
-use crate::ws::WsConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -72,5 +72,66 @@ impl Config {
             ws: WsConfig::from_env()?,
             sse_keepalive: config::millis_or("SSE_KEEPALIVE_MS", 15_000)?,
         })
+    }
+}
+
+/// A socket's limits.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// The largest frame or message accepted (`WS_MAX_FRAME_BYTES`).
+    pub max_frame_bytes: usize,
+    /// Requests in flight on one socket (`WS_MAX_IN_FLIGHT`).
+    pub max_in_flight: usize,
+    /// Subscriptions on one socket (`WS_MAX_SUBSCRIPTIONS`).
+    pub max_subscriptions: usize,
+    /// How often the server pings (`WS_PING_INTERVAL_MS`).
+    pub ping_interval: Duration,
+    /// Closed after this long without a frame or pong from the client
+    /// (`WS_IDLE_TIMEOUT_MS`).
+    pub idle_timeout: Duration,
+    /// Origins a browser may open a socket from (`WS_ALLOWED_ORIGINS`,
+    /// comma-separated, `*` for any). Unset: requests without an `Origin`
+    /// (not from a browser) and same-origin ones.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl WsConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let config = Self {
+            max_frame_bytes: config::parse_or("WS_MAX_FRAME_BYTES", 64 * 1024)?,
+            max_in_flight: config::parse_or("WS_MAX_IN_FLIGHT", 100)?,
+            max_subscriptions: config::parse_or("WS_MAX_SUBSCRIPTIONS", 16)?,
+            ping_interval: config::millis_or("WS_PING_INTERVAL_MS", 20_000)?,
+            idle_timeout: config::millis_or("WS_IDLE_TIMEOUT_MS", 60_000)?,
+            allowed_origins: config::var("WS_ALLOWED_ORIGINS").map(|origins| {
+                origins
+                    .split(',')
+                    .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                    .filter(|origin| !origin.is_empty())
+                    .collect()
+            }),
+        };
+        if config.ping_interval.is_zero() || config.idle_timeout <= config.ping_interval {
+            return Err(ConfigError::invalid(
+                "WS_IDLE_TIMEOUT_MS",
+                &config.idle_timeout.as_millis().to_string(),
+                "must be longer than WS_PING_INTERVAL_MS, which must not be 0",
+            ));
+        }
+        Ok(config)
+    }
+
+    pub(crate) fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return true;
+        };
+        match &self.allowed_origins {
+            Some(allowed) => allowed.iter().any(|a| a == "*" || a == origin),
+            None => {
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let origin_host = origin.split_once("://").map(|(_, host)| host);
+                host.is_some() && origin_host == host
+            }
+        }
     }
 }

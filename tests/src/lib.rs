@@ -350,7 +350,7 @@ pub fn public_web_config(dispatcher_url: &str) -> public_web::config::Config {
             verifier: test_verifier(true),
             send_queue: 1024,
         },
-        ws: public_web::ws::WsConfig {
+        ws: public_web::config::WsConfig {
             max_frame_bytes: 64 * 1024,
             max_in_flight: 100,
             max_subscriptions: 16,

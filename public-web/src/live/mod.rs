@@ -1,6 +1,6 @@
 //! Live subscriptions: clients receive the events of the event stream that
-//! match their filters, over a WebSocket (`crate::ws`) or server-sent events
-//! (`crate::sse`), as they are routed.
+//! match their filters, over a WebSocket (`GET /ws`) or server-sent events
+//! (`GET /events`), as they are routed.
 //!
 //! - [`hub`]: this instance's one reader of the stream, fanning records out
 //!   to its subscribers; a resuming subscriber catches up on a reader of
