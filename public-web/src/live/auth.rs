@@ -170,11 +170,6 @@ impl Verifier {
         self.anonymous
     }
 
-    /// Whether any key is configured.
-    pub fn has_keys(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
     /// What `token` grants; with no token, everything when anonymous
     /// subscriptions are on. A present token is always checked.
     pub fn grant(&self, token: Option<&str>) -> Result<Option<Grant>, AuthError> {

@@ -79,11 +79,6 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Whether this sink's connection has been cut off for not reading.
-    pub fn overflowed(&self) -> bool {
-        self.overflow.is_cancelled()
-    }
-
     fn offer(&self, event: &Arc<StreamEvent>) -> bool {
         let outgoing = Outgoing::Event {
             subscription: self.subscription.clone(),
