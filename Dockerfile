@@ -1,14 +1,15 @@
-# The five services, one image each, from one build:
+# The six services, one image each, from one build:
 #
 #   docker build --target public-web        -t public-web .
 #   docker build --target dispatcher        -t dispatcher .
 #   docker build --target ping-listener     -t ping-listener .
 #   docker build --target prime-listener    -t prime-listener .
 #   docker build --target scenario-listener -t scenario-listener .
+#   docker build --target webhook-sender    -t webhook-sender .
 #
 # cargo-chef compiles the dependencies in a layer of their own, keyed only by
 # the manifests and Cargo.lock, so editing the code rebuilds just the
-# workspace crates. The builder compiles all five binaries at once: the
+# workspace crates. The builder compiles all six binaries at once: the
 # targets share that stage, so `docker compose build` compiles once.
 #
 # Runtime: debian:12-slim (the builder's glibc) with curl for the compose
@@ -27,7 +28,7 @@ COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bin public-web --bin dispatcher --bin ping-listener \
-    --bin prime-listener --bin scenario-listener
+    --bin prime-listener --bin scenario-listener --bin webhook-sender
 
 FROM debian:12.13-slim AS runtime
 RUN apt-get update \
@@ -82,3 +83,13 @@ EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3000/readyz"]
 ENTRYPOINT ["/usr/local/bin/public-web"]
+
+# Its database migrations are compiled into the binary and applied at
+# start; DATABASE_URL names the PostgreSQL (docker-compose.yml runs one).
+FROM runtime AS webhook-sender
+COPY --from=builder /app/target/release/webhook-sender /usr/local/bin/webhook-sender
+ENV PORT=3006 OTEL_SERVICE_NAME=webhook-sender
+EXPOSE 3006
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=6 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:3006/readyz"]
+ENTRYPOINT ["/usr/local/bin/webhook-sender"]

@@ -12,6 +12,7 @@ DISPATCHER_PORT="${DISPATCHER_PORT:-3001}"
 PING_LISTENER_PORT="${PING_LISTENER_PORT:-3002}"
 PRIME_LISTENER_PORT="${PRIME_LISTENER_PORT:-3003}"
 SCENARIO_LISTENER_PORT="${SCENARIO_LISTENER_PORT:-3004}"
+WEBHOOK_SENDER_PORT="${WEBHOOK_SENDER_PORT:-3006}"
 # name:port, in start order (any order works; this one is ready soonest)
 SERVICES=(
     "ping-listener:$PING_LISTENER_PORT"
@@ -19,6 +20,7 @@ SERVICES=(
     "scenario-listener:$SCENARIO_LISTENER_PORT"
     "dispatcher:$DISPATCHER_PORT"
     "public-web:$PUBLIC_WEB_PORT"
+    "webhook-sender:$WEBHOOK_SENDER_PORT"
 )
 # Exported for every service; each reads only its own. Every event type of
 # both example scenarios is routed to scenario-listener's queue, so either
@@ -32,22 +34,33 @@ export PUBLIC_WEB_URL="http://127.0.0.1:$PUBLIC_WEB_PORT"
 mkdir -p out/logs out/pids
 # public-web and the dispatcher share the secret that signs the internal
 # hops: made once, kept in out/ (git-ignored, readable by the owner only).
+# dev_secret FILE: out/FILE, made once with 32 random bytes in hex,
+# readable by the owner only (out/ is git-ignored).
+dev_secret() {
+    [ -s "out/$1" ] || (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"out/$1")
+    printf '%s' "$PWD/out/$1"
+}
 if [ -z "${CALLBACK_SECRET:-}" ] && [ -z "${CALLBACK_SECRET_FILE:-}" ]; then
-    [ -s out/callback-secret ] ||
-        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/callback-secret)
-    export CALLBACK_SECRET_FILE="$PWD/out/callback-secret"
+    CALLBACK_SECRET_FILE="$(dev_secret callback-secret)"
+    export CALLBACK_SECRET_FILE
 fi
 # Live subscriptions: a development key for subscriber tokens (HS256, kept
 # in out/ like the secret above), and anonymous subscriptions on, so that
 # `curl -N localhost:3000/events?type=PingResponse` works locally. Never
 # enable SUBSCRIBE_ANONYMOUS in a deployment.
 if [ -z "${SUBSCRIBE_JWT_HS256_KEY:-}" ]; then
-    [ -s out/subscribe-key ] ||
-        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >out/subscribe-key)
-    SUBSCRIBE_JWT_HS256_KEY="$(cat out/subscribe-key)"
+    SUBSCRIBE_JWT_HS256_KEY="$(cat "$(dev_secret subscribe-key)")"
     export SUBSCRIBE_JWT_HS256_KEY
 fi
 export SUBSCRIBE_ANONYMOUS="${SUBSCRIBE_ANONYMOUS:-true}"
+# Webhooks: the management API's token (kept in out/ like the secret
+# above: `Authorization: Bearer $(cat out/admin-token)`), and receivers on
+# this machine allowed. A deployment allows no private address.
+if [ -z "${ADMIN_TOKEN:-}" ]; then
+    ADMIN_TOKEN="$(cat "$(dev_secret admin-token)")"
+    export ADMIN_TOKEN
+fi
+export WEBHOOK_ALLOW_CIDRS="${WEBHOOK_ALLOW_CIDRS:-127.0.0.0/8}"
 # public-web serves /dispatch on a fixed internal port, and callbacks go
 # there and nowhere else.
 export DISPATCH_PORT="${DISPATCH_PORT:-3010}"
@@ -110,11 +123,13 @@ recreate_old_dead_letter_queues() {
 }
 
 ensure_broker
+ensure_postgres
+ensure_database
 ensure_tool curl curl
 recreate_old_dead_letter_queues
 log "building (release)"
 cargo build --release --quiet -p public-web -p dispatcher -p ping-listener \
-    -p prime-listener -p scenario-listener
+    -p prime-listener -p scenario-listener -p webhook-sender
 
 for entry in "${SERVICES[@]}"; do stop_service "${entry%%:*}"; done
 for entry in "${SERVICES[@]}"; do start_service "${entry%%:*}" "${entry##*:}"; done

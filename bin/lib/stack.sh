@@ -6,7 +6,10 @@
 # copy_binaries NAME...: copies target/release/NAME into BIN, so another
 #   build in the shared target/ cannot swap a binary mid-run.
 # free_port, start, wait_ready, wait_port, stack, start_sink: below.
-# cleanup: the EXIT trap: stops what start started, deletes QUEUES.
+# create_run_database NAME: a PostgreSQL database for this run (its URL in
+#   RUN_DATABASE_URL), dropped by cleanup.
+# cleanup: the EXIT trap: stops what start started, deletes QUEUES and the
+#   run's databases.
 
 # Nothing of the caller's telemetry set-up may leak into the services:
 # "tracing off" must mean no OpenTelemetry layer at all.
@@ -39,6 +42,14 @@ copy_binaries() {
 
 PIDS=()
 QUEUES=()
+DATABASES=()
+create_run_database() {
+    local name="${RUN_ID//[^a-zA-Z0-9]/_}_$1"
+    ensure_tool psql postgresql-client
+    psql -q "${DATABASE_URL%/*}/postgres" -c "CREATE DATABASE \"$name\"" >/dev/null
+    DATABASES+=("$name")
+    RUN_DATABASE_URL="${DATABASE_URL%/*}/$name"
+}
 cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
@@ -51,6 +62,11 @@ cleanup() {
         "$BIN/amqp-admin" delete-queues "${QUEUES[@]}" 2>>"$OUT/logs/cleanup.log" \
             || printf 'warning: could not delete the queues %s (see %s)\n' "${QUEUES[*]}" "$OUT/logs/cleanup.log" >&2
     fi
+    local database
+    for database in "${DATABASES[@]}"; do
+        psql -q "${DATABASE_URL%/*}/postgres" -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>>"$OUT/logs/cleanup.log" \
+            || printf 'warning: could not drop the database %s (see %s)\n' "$database" "$OUT/logs/cleanup.log" >&2
+    done
     rm -rf "$BIN"
     exit "$status"
 }
@@ -115,7 +131,8 @@ wait_port() {
 }
 
 # stack NAME [VAR=VALUE...]: public-web, dispatcher and ping-listener on
-# their own ports and queues, with the extra env; sets PORT_<NAME>.
+# their own ports and queues, with the extra env; sets PORT_<NAME>
+# (public-web's) and DISPATCHER_PORT_<NAME>.
 stack() {
     local stack="$1" pw dp lp queue responses
     shift
@@ -133,6 +150,7 @@ stack() {
     wait_ready "$stack-dispatcher" "$dp"
     wait_ready "$stack-public-web" "$pw"
     printf -v "PORT_$stack" '%s' "$pw"
+    printf -v "DISPATCHER_PORT_$stack" '%s' "$dp"
     log "$stack stack up: public-web :$pw, dispatcher :$dp, ping-listener :$lp"
 }
 

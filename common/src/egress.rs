@@ -12,6 +12,13 @@
 //! that resolves to an allowed address when checked and to another one
 //! when connecting (DNS rebinding) still cannot leave the allow-list.
 //! URLs with userinfo are refused: credentials do not travel in URLs.
+//!
+//! Webhooks go the other way: anyone may register an endpoint on the
+//! internet, so [`EgressPolicy::public_internet`] allows every globally
+//! routable address and refuses the special ones (loopback, private,
+//! link-local — cloud metadata at `169.254.169.254` among them —, shared,
+//! multicast, unspecified, documentation, reserved, and IPv6 forms that
+//! embed an IPv4 address), unless the list it is given allows them too.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +37,8 @@ pub enum EgressError {
     NotAUrl,
     #[error("only http and https URLs are allowed")]
     Scheme,
+    #[error("only https URLs are allowed")]
+    HttpsRequired,
     #[error("credentials in the URL are not allowed")]
     Userinfo,
     #[error("{0} is not in the allow-list")]
@@ -49,6 +58,10 @@ struct Origin {
 pub struct EgressPolicy {
     origins: Vec<Origin>,
     networks: Vec<IpNet>,
+    /// Every globally routable address is allowed too.
+    public: bool,
+    /// Plain http is refused.
+    https_only: bool,
 }
 
 /// An entry of the list that is neither an origin nor a network.
@@ -113,16 +126,35 @@ impl EgressPolicy {
         "127.0.0.0/8,::1".parse().expect("loopback networks parse")
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.origins.is_empty() && self.networks.is_empty()
+    /// The public internet, plus whatever `also` allows (the tests'
+    /// loopback receivers, a deployment's internal endpoints).
+    pub fn public_internet(also: EgressPolicy) -> Self {
+        Self {
+            public: true,
+            ..also
+        }
     }
 
-    /// Whether `address` lies in an allowed network.
+    /// The same policy refusing plain http.
+    pub fn https_only(self) -> Self {
+        Self {
+            https_only: true,
+            ..self
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty() && self.networks.is_empty() && !self.public
+    }
+
+    /// Whether `address` lies in an allowed network, or is public when
+    /// public addresses are allowed.
     pub fn allows_address(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
         self.networks
             .iter()
             .any(|network| network.contains(&address))
+            || (self.public && is_public(address))
     }
 
     fn allows_name(&self, name: &str) -> bool {
@@ -138,6 +170,9 @@ impl EgressPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(EgressError::Userinfo);
         }
+        if self.https_only && origin.scheme != "https" {
+            return Err(EgressError::HttpsRequired);
+        }
         if self.origins.contains(&origin) {
             return Ok(url);
         }
@@ -148,7 +183,7 @@ impl EgressPolicy {
             && match url.host() {
                 Some(url::Host::Ipv4(address)) => self.allows_address(address.into()),
                 Some(url::Host::Ipv6(address)) => self.allows_address(address.into()),
-                _ => !self.networks.is_empty(),
+                _ => self.public || !self.networks.is_empty(),
             };
         if allowed {
             Ok(url)
@@ -167,6 +202,59 @@ impl EgressPolicy {
         crate::http::client_builder(timeout)
             .dns_resolver(PolicyResolver(self.clone()))
             .build()
+    }
+}
+
+/// Special-purpose IPv4 networks (RFC 6890 and its successors): nothing a
+/// webhook may reach unless allowed by name.
+const SPECIAL_V4: [&str; 16] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+];
+
+/// Special-purpose networks inside IPv6's global unicast range 2000::/3,
+/// including the forms that embed an IPv4 address (NAT64, Teredo, 6to4),
+/// which could reach a private IPv4 network.
+const SPECIAL_V6: [&str; 6] = [
+    "2001::/23",
+    "2001:db8::/32",
+    "2002::/16",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "3fff::/20",
+];
+
+/// Whether `address` (canonical: IPv4-mapped IPv6 is IPv4) is globally
+/// routable.
+fn is_public(address: IpAddr) -> bool {
+    let inside = |networks: &[&str]| {
+        networks.iter().any(|network| {
+            network
+                .parse::<IpNet>()
+                .expect("constant networks parse")
+                .contains(&address)
+        })
+    };
+    match address {
+        IpAddr::V4(_) => !inside(&SPECIAL_V4),
+        IpAddr::V6(v6) => {
+            let global_unicast = (v6.segments()[0] & 0xe000) == 0x2000;
+            global_unicast && !inside(&SPECIAL_V6)
+        }
     }
 }
 
@@ -293,6 +381,67 @@ mod tests {
             policy("http://a:1, 10.0.0.0/8").to_string(),
             "http://a:1,10.0.0.0/8"
         );
+    }
+
+    #[test]
+    fn the_public_internet_excludes_special_addresses() {
+        let public = EgressPolicy::public_internet(EgressPolicy::default());
+        for allowed in [
+            "http://93.184.215.14/hook",
+            "https://8.8.8.8:8443/hook",
+            "http://[2606:4700::1111]/hook",
+            "https://hooks.example.com/x",
+        ] {
+            assert!(public.check(allowed).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "http://127.0.0.1:4000/",
+            "http://10.1.2.3/",
+            "http://172.20.0.1/",
+            "http://192.168.1.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+            "http://198.18.0.1/",
+            "http://[::1]/",
+            "http://[::]/",
+            "http://[fe80::1]/",
+            "http://[fd00::1]/",
+            "http://[ff02::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://[2002:a00:1::]/",
+            "http://[2001:db8::1]/",
+        ] {
+            assert!(
+                matches!(public.check(refused), Err(EgressError::NotAllowed(_))),
+                "{refused}"
+            );
+        }
+        let with_loopback = EgressPolicy::public_internet(policy("127.0.0.0/8"));
+        assert!(with_loopback.check("http://127.0.0.1:4000/").is_ok());
+        assert!(with_loopback.check("http://10.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn https_only_refuses_plain_http() {
+        let policy = EgressPolicy::public_internet(EgressPolicy::default()).https_only();
+        assert_eq!(
+            policy.check("http://8.8.8.8/"),
+            Err(EgressError::HttpsRequired)
+        );
+        assert!(policy.check("https://8.8.8.8/").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_public_policy_resolves_no_name_to_a_private_address() {
+        let public = PolicyResolver(Arc::new(EgressPolicy::public_internet(
+            EgressPolicy::default(),
+        )));
+        assert!(public.resolve("localhost".parse().unwrap()).await.is_err());
     }
 
     #[tokio::test]

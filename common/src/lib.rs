@@ -9,6 +9,8 @@
 //! - [`http`]: serving and calling HTTP the same way everywhere;
 //! - [`amqp`]: RabbitMQ in layers, up to the consumer runtime;
 //! - [`listener`]: a listener is its configuration plus one handler;
+//! - [`webhook`]: Standard Webhooks signatures, made by the
+//!   webhook-sender, checked by receivers;
 //! - [`telemetry`], [`metrics`]: traces, logs and metrics;
 //! - [`service`], [`allocator`]: what each binary's `main` uses.
 
@@ -22,6 +24,7 @@ pub mod listener;
 pub mod metrics;
 pub mod service;
 pub mod telemetry;
+pub mod webhook;
 pub mod wire;
 
 pub use wire::{Event, HandlerError};

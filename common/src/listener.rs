@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::message::{self, event_properties};
-use crate::amqp::{self, BrokerUrl, ConsumerConfig, DeadLetterReason, Readiness, Settle};
+use crate::amqp::publish::Refusals;
+use crate::amqp::{self, Broker, ConsumerConfig, DeadLetterReason, Readiness, Settle};
 use crate::config::{self, ConfigError};
 use crate::telemetry::HOP_TARGET;
 use crate::wire::{CALLBACK_URL_HEADER, Event, HandlerError};
@@ -69,7 +70,7 @@ impl ListenerConfig {
         Ok(Self {
             port: config::parse_or("PORT", default_port)?,
             consumer: ConsumerConfig {
-                broker: BrokerUrl::from_env()?,
+                broker: Broker::from_env()?,
                 connection_name: service_name.to_owned(),
                 queue: config::string_or("QUEUE", default_queue),
                 also_declare: Vec::new(),
@@ -135,6 +136,7 @@ impl<H: Handler> Listener<H> {
             publish_timeout: config.publish_timeout,
             max_message_bytes: config.consumer.max_message_bytes,
             app_id: config.consumer.connection_name.as_str().into(),
+            refusals: Refusals::default(),
         });
         Ok(Self {
             config,
@@ -187,10 +189,17 @@ struct Answerer<H> {
     max_message_bytes: usize,
     /// This listener's service name, on every reply (`app_id`).
     app_id: ShortString,
+    /// Replies the broker refused.
+    refusals: Refusals,
 }
 
 impl<H: Handler> amqp::Consumer for Answerer<H> {
     type Reason = RequestDeadLetter;
+
+    async fn session_unusable(&self) -> String {
+        self.refusals.renewal_requested().await;
+        "the broker keeps refusing this session's replies".to_owned()
+    }
 
     async fn handle(
         &self,
@@ -249,14 +258,18 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
         } else if answered {
             tracing::info!(target: HOP_TARGET, event_id = %request_id, queue, outcome = "answered", handler_ms, "request handled");
         }
-        let published = amqp::publish_confirmed(
-            publisher,
-            reply_to,
-            &body,
-            reply_properties(&response, &request_id, properties).with_app_id(self.app_id.clone()),
-            self.publish_timeout,
-        )
-        .await;
+        let reply =
+            reply_properties(&response, &request_id, properties).with_app_id(self.app_id.clone());
+        let published = self
+            .refusals
+            .publish(
+                publisher,
+                reply_to,
+                &body,
+                &reply,
+                tokio::time::Instant::now() + self.publish_timeout,
+            )
+            .await;
         match published {
             Ok(()) => Settle::Ack,
             // A second failure for the same message is not a blip: stop retrying.

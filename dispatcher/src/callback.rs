@@ -40,7 +40,7 @@ use crate::config::CallbackConfig;
 use crate::listeners::ListenerWatch;
 use crate::metrics::CallbackFailure;
 use crate::publisher::Publisher;
-use crate::stream::{self, Direction, EventStream};
+use crate::stream::{Direction, EventStream};
 use crate::targets::{Target, Targets, Unavailable};
 
 /// Callback URLs the allow-list passed, shared by the HTTP handlers and
@@ -84,7 +84,7 @@ impl CallbackUrls {
 pub enum ResponseDeadLetter {
     /// The body is not an event.
     Malformed,
-    /// No usable callback URL: there is nowhere to deliver it.
+    /// A callback URL outside the allow-list: there is nowhere to deliver it.
     NoCallbackUrl,
     /// No usable correlation id: no request can be told it is its answer.
     NoCorrelation,
@@ -157,14 +157,13 @@ impl CallbackError {
 pub struct Callbacks {
     http: reqwest::Client,
     urls: Arc<CallbackUrls>,
-    targets: Targets,
+    targets: Arc<Targets>,
     retries: usize,
     timeout: Duration,
     auth: InternalAuth,
     publisher: Arc<Publisher>,
     listeners: Arc<ListenerWatch>,
     events: Arc<EventStream>,
-    stream: stream::Sessions,
     /// The session's watch task.
     watching: Mutex<Option<JoinHandle<()>>>,
 }
@@ -172,35 +171,62 @@ pub struct Callbacks {
 /// What the response consumer works with besides its configuration.
 pub struct Shared {
     pub urls: Arc<CallbackUrls>,
+    /// Each callback URL's share and cooldown, also told by the HTTP
+    /// handler when an instance forwards a request.
+    pub targets: Arc<Targets>,
     pub publisher: Arc<Publisher>,
     pub auth: InternalAuth,
     pub listeners: Arc<ListenerWatch>,
     pub events: Arc<EventStream>,
-    /// Opens each session's channel to the event stream.
-    pub stream: stream::Sessions,
 }
 
 impl Callbacks {
+    /// The answer to an asynchronous request (no callback URL): the event
+    /// stream is its only way on, so it is acknowledged only once the
+    /// stream has it; until then it goes back to the queue.
+    async fn to_stream_only(
+        &self,
+        delivery: &mut Delivery,
+        event: &Event,
+    ) -> Settle<ResponseDeadLetter> {
+        let body = Bytes::from(std::mem::take(&mut delivery.data));
+        let appended = self
+            .events
+            .append(Direction::Response, source(delivery), event, body)
+            .await;
+        match appended {
+            Ok(()) => {
+                tracing::info!(target: HOP_TARGET, event_id = %event.id, "asynchronous answer appended to the event stream");
+                Settle::Ack
+            }
+            Err(why) => {
+                tracing::warn!(event_id = %event.id, reason = why.label(), "the event stream did not take an asynchronous answer; requeued");
+                // Not at once: a stream that is down stays down a while.
+                tokio::time::sleep(ASYNC_RETRY_PAUSE).await;
+                Settle::Requeue
+            }
+        }
+    }
+
     pub fn new(config: &CallbackConfig, shared: Shared) -> reqwest::Result<Self> {
         let Shared {
             urls,
+            targets,
             publisher,
             auth,
             listeners,
             events,
-            stream,
         } = shared;
         Ok(Self {
             http: config.allow.client(config.timeout)?,
             urls,
-            targets: Targets::new(config.per_target, config.backlog, config.cooldown),
+            targets,
             retries: config.retries,
             timeout: config.timeout,
             auth,
             publisher,
             listeners,
             events,
-            stream,
             watching: Mutex::new(None),
         })
     }
@@ -255,6 +281,19 @@ impl Callbacks {
     }
 }
 
+/// How long an asynchronous answer the stream did not take waits before it
+/// goes back to its queue.
+const ASYNC_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The service that produced a response (the listener's `app_id`).
+fn source(delivery: &Delivery) -> &str {
+    delivery
+        .properties
+        .app_id()
+        .as_ref()
+        .map_or("unknown", |app| app.as_str())
+}
+
 fn count_failure(target: &Target, error: &CallbackError) {
     if error.downs_the_target() {
         target.failed();
@@ -272,9 +311,10 @@ impl Consumer for Callbacks {
                 return Settle::DeadLetter(ResponseDeadLetter::Malformed);
             }
         };
-        let Some(url) = message::header(&delivery.properties, CALLBACK_URL_HEADER)
-            .and_then(|url| self.urls.check(url).ok())
-        else {
+        let Some(url) = message::header(&delivery.properties, CALLBACK_URL_HEADER) else {
+            return self.to_stream_only(delivery, &event).await;
+        };
+        let Some(url) = self.urls.check(url).ok() else {
             tracing::warn!("response without an allowed callback URL; dead-lettering it");
             return Settle::DeadLetter(ResponseDeadLetter::NoCallbackUrl);
         };
@@ -290,13 +330,8 @@ impl Consumer for Callbacks {
         };
         // Sent as received: the listener's JSON is not parsed into a new body.
         let body = Bytes::from(std::mem::take(&mut delivery.data));
-        let source = delivery
-            .properties
-            .app_id()
-            .as_ref()
-            .map_or("unknown", |app| app.as_str());
         self.events
-            .record(Direction::Response, source, &event, body.clone());
+            .record(Direction::Response, source(delivery), &event, body.clone());
         let attempts = AtomicU32::new(0);
         let delivered = self.deliver(&url, &correlation, body, &attempts).await;
         let attempts = attempts.into_inner();
@@ -333,13 +368,16 @@ impl Consumer for Callbacks {
             previous.abort();
         }
         self.publisher.set_channel(Some(publisher.clone()));
-        self.stream.started(connection).await;
         Ok(())
+    }
+
+    async fn session_unusable(&self) -> String {
+        self.publisher.refusals.renewal_requested().await;
+        "the broker keeps refusing this session's publishes".to_owned()
     }
 
     fn session_ended(&self) {
         self.publisher.set_channel(None);
-        self.stream.ended();
         if let Some(watching) = self.watching.lock().expect("watch lock").take() {
             watching.abort();
         }

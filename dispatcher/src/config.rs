@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::amqp::stream::StreamConfig;
-use common::amqp::{BrokerUrl, ConsumerConfig};
+use common::amqp::{Broker, ConsumerConfig};
 use common::config::{self, ConfigError};
 use common::egress::EgressPolicy;
 use common::http::{InternalAuth, ServerLimits};
@@ -25,15 +25,15 @@ pub struct Config {
     /// Which queue each event type goes to (`ROUTES`).
     pub routes: RoutingTable,
     /// The broker (`AMQP_URL`).
-    pub broker: BrokerUrl,
+    pub broker: Broker,
     /// The queue listeners reply to (`RESPONSE_QUEUE`).
     pub response_queue: String,
     /// Responses being called back at once (`PREFETCH`).
     pub prefetch: u16,
     /// Larger responses are dead-lettered unread (`MAX_MESSAGE_BYTES`).
     pub max_message_bytes: usize,
-    /// How long a publish may wait for the broker's confirm
-    /// (`PUBLISH_TIMEOUT_MS`).
+    /// How long a publish may take, waiting for a reconnecting broker and
+    /// for its confirm (`PUBLISH_TIMEOUT_MS`).
     pub publish_timeout: Duration,
     /// A request left in its queue this long expires into the dead-letter
     /// queue (`MESSAGE_TTL_MS`): nobody waits for its answer any more.
@@ -122,7 +122,7 @@ impl Config {
             bind: config::internal_bind_addr()?,
             auth: InternalAuth::from_env()?,
             routes: config::parse_or("ROUTES", RoutingTable::default())?,
-            broker: BrokerUrl::from_env()?,
+            broker: Broker::from_env()?,
             response_queue: config::string_or("RESPONSE_QUEUE", "dispatcher-responses"),
             prefetch,
             max_message_bytes: config::parse_or(

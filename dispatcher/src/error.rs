@@ -13,8 +13,6 @@ use crate::listeners::NoListener;
 pub enum DispatchError {
     #[error("no route for event type {0:?}")]
     UnknownType(String),
-    #[error("no callback URL: the x-callback-url header is required")]
-    NoCallback,
     #[error("callback URL refused: {0}")]
     InvalidCallback(EgressError),
     #[error(transparent)]
@@ -29,9 +27,7 @@ impl IntoResponse for DispatchError {
             DispatchError::UnknownType(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event_type")
             }
-            DispatchError::NoCallback | DispatchError::InvalidCallback(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_callback")
-            }
+            DispatchError::InvalidCallback(_) => (StatusCode::BAD_REQUEST, "invalid_callback"),
             DispatchError::NoListener(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_listener"),
             DispatchError::Publish(PublishError::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, "broker_timeout")

@@ -19,6 +19,7 @@ use crate::publisher::Publisher;
 use crate::routes;
 use crate::state::AppState;
 use crate::stream::{self, Writer};
+use crate::targets::Targets;
 
 /// The dispatcher bound to its port, ready to run.
 pub struct Application {
@@ -50,17 +51,23 @@ impl Application {
             config.routes.queues(),
             config.no_listener_grace,
         ));
-        let (events, writer, stream_sessions) = stream::new(config.stream, config.stream_buffer);
+        let (events, writer) =
+            stream::new(config.broker.clone(), config.stream, config.stream_buffer);
         let events = Arc::new(events);
+        let targets = Arc::new(Targets::new(
+            config.callbacks.per_target,
+            config.callbacks.backlog,
+            config.callbacks.cooldown,
+        ));
         let callbacks = Callbacks::new(
             &config.callbacks,
             Shared {
                 urls: callback_urls.clone(),
+                targets: targets.clone(),
                 publisher: publisher.clone(),
                 auth: config.auth.clone(),
                 listeners: listeners.clone(),
                 events: events.clone(),
-                stream: stream_sessions,
             },
         )
         .map_err(std::io::Error::other)?;
@@ -70,6 +77,7 @@ impl Application {
                 routes: Arc::new(config.routes),
                 publisher,
                 callback_urls,
+                targets,
                 listeners,
                 events,
                 auth: config.auth,

@@ -9,6 +9,7 @@ use crate::listeners::ListenerWatch;
 use crate::publisher::Publisher;
 use crate::routing::RoutingTable;
 use crate::stream::EventStream;
+use crate::targets::Targets;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +17,8 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     /// Checked callback URLs, shared with the callback sender.
     pub callback_urls: Arc<CallbackUrls>,
+    /// The callback sender's targets: a forward shows its instance is up.
+    pub targets: Arc<Targets>,
     /// Whether each routed queue has a consumer.
     pub listeners: Arc<ListenerWatch>,
     /// Where every routed event is recorded.

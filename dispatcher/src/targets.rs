@@ -21,7 +21,9 @@
 //!   [`FAILURES_TO_DOWN`] times in a row, it is marked down for
 //!   `CALLBACK_TARGET_COOLDOWN_MS`, and calls to it fail at once, retries
 //!   included, instead of each waiting out the timeout. One slow answer
-//!   is not enough: a healthy instance has those.
+//!   is not enough: a healthy instance has those. A request forwarded by
+//!   the instance ends its cooldown ([`Target::heard_from`]): an instance
+//!   restarted at the same address gets its answers at once.
 //!
 //! Targets are kept by callback URL (one per public-web instance),
 //! [`MAX_TARGETS`] at most; beyond that the rest share one.
@@ -190,6 +192,19 @@ impl Target {
         }
     }
 
+    /// The instance behind the target just forwarded a request, so it is
+    /// up: its cooldown and failures in a row end.
+    pub fn heard_from(&self) {
+        // Called on every forward: write only when there is something to
+        // clear, so the common case stays a read.
+        if self.failures.load(Ordering::Acquire) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.is_down() {
+            *self.down_until.lock().expect("target lock") = None;
+        }
+    }
+
     /// A call got an answer: the failures in a row start over.
     pub fn answered(&self) {
         self.failures.store(0, Ordering::Release);
@@ -288,5 +303,23 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(target.turn(Duration::ZERO, || false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_target_heard_from_is_called_again_before_its_cooldown_ends() {
+        let targets = Targets::new(2, 2, Duration::from_secs(60));
+        let target = targets.of(&url("http://127.0.0.1:1/x"));
+        for _ in 0..FAILURES_TO_DOWN {
+            target.failed();
+        }
+        assert!(target.is_down());
+        targets.of(&url("http://127.0.0.1:1/x")).heard_from();
+        assert!(!target.is_down());
+        assert!(target.turn(Duration::ZERO, || false).await.is_ok());
+        target.failed();
+        target.failed();
+        target.heard_from();
+        target.failed();
+        assert!(!target.is_down(), "the failures in a row start over");
     }
 }

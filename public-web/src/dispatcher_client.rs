@@ -15,8 +15,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::header::RETRY_AFTER;
 use common::Event;
 use common::http::{self, ApiError, InternalAuth};
-use common::wire::Hop;
+use common::wire::{Hop, TIME_BUDGET_HEADER};
 use reqwest::Url;
+use tokio::time::Instant;
 
 use crate::error::PublicWebError;
 
@@ -34,6 +35,17 @@ pub struct DispatcherClient {
     auth: InternalAuth,
     /// Turns to forward, one per connection the dispatcher may see.
     turns: tokio::sync::Semaphore,
+    /// How long a call may take (`DISPATCHER_TIMEOUT_MS`).
+    timeout: Duration,
+}
+
+/// Where the answer to a forwarded event goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Back to this instance's `/dispatch`, for the parked request.
+    Callback,
+    /// To the event stream only: an asynchronous request.
+    ToStream,
 }
 
 impl DispatcherClient {
@@ -55,6 +67,7 @@ impl DispatcherClient {
             callback_url: callback_url.as_str().to_owned(),
             auth,
             turns: tokio::sync::Semaphore::new(concurrency.max(1)),
+            timeout,
         })
     }
 
@@ -64,10 +77,20 @@ impl DispatcherClient {
     }
 
     /// Hands `event` to the dispatcher under `correlation`, signed,
-    /// inside a CLIENT span. A refusal keeps the dispatcher's status and
-    /// JSON error (and `Retry-After`: a client told to retry must be told
-    /// when).
-    pub async fn forward(&self, event: &Event, correlation: &str) -> Result<(), PublicWebError> {
+    /// inside a CLIENT span, naming this instance's `/dispatch` as where
+    /// the answer goes, or with `Reply::ToStream` no callback at all (the
+    /// answer goes to the event stream only). A refusal keeps the
+    /// dispatcher's status and JSON error (and `Retry-After`: a client told
+    /// to retry must be told when). The dispatcher learns how long the
+    /// client still waits (`deadline`), so it may wait out a broker
+    /// reconnect within it (and within this call's own timeout).
+    pub async fn forward(
+        &self,
+        event: &Event,
+        correlation: &str,
+        reply: Reply,
+        deadline: Instant,
+    ) -> Result<(), PublicWebError> {
         let _turn = self
             .turns
             .acquire()
@@ -79,11 +102,24 @@ impl DispatcherClient {
             .http
             .post(self.submit_url.clone())
             .headers(http::client_headers(&span))
-            .headers(
-                self.auth
-                    .headers(Hop::Submit, correlation, Some(&self.callback_url), &body),
-            )
+            .headers(self.auth.headers(
+                Hop::Submit,
+                correlation,
+                match reply {
+                    Reply::Callback => Some(&self.callback_url),
+                    Reply::ToStream => None,
+                },
+                &body,
+            ))
             .header(CONTENT_TYPE, "application/json")
+            .header(
+                TIME_BUDGET_HEADER,
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(self.timeout)
+                    .as_millis()
+                    .to_string(),
+            )
             .body(body);
         let sent = span.scope(request.send()).await;
         http::record_client_outcome(&span, sent.as_ref().map(|r| r.status()));

@@ -160,7 +160,7 @@ impl PendingRequests {
 
 /// A fresh correlation id: 128 random bits from the operating system's
 /// generator, as 32 hex digits.
-fn new_correlation_id() -> String {
+pub(crate) fn new_correlation_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 

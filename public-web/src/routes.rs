@@ -1,5 +1,10 @@
 //! public-web's handlers: a client's `POST /`, the dispatcher's signed
 //! `POST /dispatch` callback and the local `POST /ping`.
+//!
+//! `POST /` with `Prefer: respond-async` (RFC 7240) is not parked: it is
+//! answered `202 Accepted` with the event's id once the dispatcher has it,
+//! and its answer goes to the event stream (and so to webhooks and live
+//! subscribers) instead of a held connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,14 +14,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::http::{CallbackHop, JsonEvent, SignedEvent};
 use common::telemetry::HOP_TARGET;
 use common::wire::{Event, HandlerError};
 use tokio::time::Instant;
 
+use crate::dispatcher_client::Reply;
 use crate::error::PublicWebError;
 use crate::pending::Parked;
 use crate::state::AppState;
@@ -39,7 +45,8 @@ pub fn submit(
     let accepted = Box::pin(accept(state, request));
     async move {
         let answer = match accepted.await {
-            Ok(waiting) => waiting.response().await,
+            Ok(Accepted::Parked(waiting)) => waiting.response().await,
+            Ok(Accepted::Async(response)) => Ok(response),
             Err(error) => Err(error),
         };
         let response = answer.into_response();
@@ -53,12 +60,62 @@ pub fn submit(
     }
 }
 
-/// Extracts the event, parks the request and forwards the event.
-async fn accept(state: Arc<AppState>, request: Request) -> Result<Waiting, PublicWebError> {
+/// What `POST /` does with an event it took.
+enum Accepted {
+    /// Parked for its answer.
+    Parked(Waiting),
+    /// Asynchronous: answered already.
+    Async(Response),
+}
+
+/// Extracts the event, then parks the request and forwards the event, or
+/// forwards it asynchronously when the client prefers.
+async fn accept(state: Arc<AppState>, request: Request) -> Result<Accepted, PublicWebError> {
+    let respond_async = prefers_async(request.headers());
     let JsonEvent(event) = JsonEvent::from_request(request, &state)
         .await
         .map_err(PublicWebError::Rejected)?;
-    forward(&state, &event).await
+    if respond_async {
+        return forward_async(&state, &event).await.map(Accepted::Async);
+    }
+    forward(&state, &event).await.map(Accepted::Parked)
+}
+
+/// The `Prefer` header's value that asks for an asynchronous answer.
+const RESPOND_ASYNC: &str = "respond-async";
+
+/// Whether a `Prefer` header asks for `respond-async` (RFC 7240: a
+/// comma-separated list of preferences, each maybe with parameters).
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| preference.split(';').next())
+        .any(|token| token.trim().eq_ignore_ascii_case(RESPOND_ASYNC))
+}
+
+/// Forwards `event` with no callback: `202 Accepted` with its id and
+/// `Preference-Applied: respond-async` once the dispatcher has it.
+async fn forward_async(state: &AppState, event: &Event) -> Result<Response, PublicWebError> {
+    let timeout = state.config.request_timeout;
+    let deadline = Instant::now() + timeout;
+    let correlation = crate::pending::new_correlation_id();
+    let forward = state
+        .dispatcher
+        .forward(event, &correlation, Reply::ToStream, deadline);
+    tokio::time::timeout_at(deadline, forward)
+        .await
+        .map_err(|_| PublicWebError::Timeout(timeout.as_millis()))??;
+    tracing::info!(target: HOP_TARGET, event_id = %event.id, event_type = %event.kind, "asynchronous request accepted");
+    let body = serde_json::json!({"id": event.id});
+    Ok((
+        StatusCode::ACCEPTED,
+        [("preference-applied", RESPOND_ASYNC)],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Parks a request for `event`'s response and forwards the event: what
@@ -71,7 +128,9 @@ pub(crate) async fn forward(state: &AppState, event: &Event) -> Result<Waiting, 
     tracing::info!(target: HOP_TARGET, event_id = %event.id, event_type = %event.kind, "request accepted");
     // The deadline covers the forward too: a slow dispatcher must not
     // stretch a request past REQUEST_TIMEOUT_MS.
-    let forward = state.dispatcher.forward(event, parked.correlation());
+    let forward = state
+        .dispatcher
+        .forward(event, parked.correlation(), Reply::Callback, deadline);
     match tokio::time::timeout_at(deadline, forward).await {
         Ok(forwarded) => forwarded?,
         Err(_) => return Err(timed_out(&parked, timeout)),
@@ -145,4 +204,31 @@ pub async fn ping(JsonEvent(request): JsonEvent) -> Result<Json<Event>, PublicWe
     ping_listener::answer(&request)
         .map(Json)
         .map_err(PublicWebError::Listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn prefer(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("prefer", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn respond_async_is_one_preference_among_others() {
+        assert!(prefers_async(&prefer(&["respond-async"])));
+        assert!(prefers_async(&prefer(&[
+            "return=minimal, Respond-Async; wait=10"
+        ])));
+        assert!(prefers_async(&prefer(&["wait=5", "respond-async"])));
+        assert!(!prefers_async(&prefer(&["return=representation"])));
+        assert!(!prefers_async(&prefer(&["respond-asynchronously"])));
+        assert!(!prefers_async(&HeaderMap::new()));
+    }
 }

@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use common::http::{ApiError, ConnectionHeld, UpgradeHold};
 use common::telemetry::{HOP_TARGET, HopSpan, propagation};
 use common::wire::{ErrorDetail, EventInput};
+use futures_util::SinkExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use serde_json::{Map, Value};
@@ -96,13 +97,17 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Re
     let held = hold.map(UpgradeHold::hold);
     ws.max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| Session::new(state, grant, held).run(socket))
 }
 
 /// Why a socket is being closed.
 enum Close {
-    /// The client closed it, or the connection is gone.
+    /// The connection is gone.
     Gone,
+    /// The client sent a close frame; the answering one is queued.
+    ByClient,
     /// A close frame to send: code and reason.
     With(u16, &'static str),
 }
@@ -174,7 +179,8 @@ impl Session {
                             "send JSON in text frames",
                         )),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => break Close::Gone,
+                        Some(Ok(Message::Close(_))) => break Close::ByClient,
+                        None => break Close::Gone,
                         Some(Err(error)) => {
                             if is_too_large(error) {
                                 break Close::With(close_code::SIZE, "frame over WS_MAX_FRAME_BYTES");
@@ -193,16 +199,24 @@ impl Session {
                 }
             }
         };
-        if let Close::With(code, reason) = close {
-            if code == close_code::POLICY {
-                crate::metrics::websocket_cut_off();
+        match close {
+            Close::Gone => {}
+            // RFC 6455 §5.5.1: the close is answered with a close frame;
+            // tungstenite queued it, closing the sink writes it.
+            Close::ByClient => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, SinkExt::close(&mut socket)).await;
             }
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ =
-                tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+            Close::With(code, reason) => {
+                if code == close_code::POLICY {
+                    crate::metrics::websocket_cut_off();
+                }
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame))))
+                    .await;
+            }
         }
         crate::metrics::websockets_gauge().decrement(1.0);
         // Dropping `self` aborts the socket's requests (their parked
@@ -425,6 +439,12 @@ impl Session {
         offer(&self.outgoing, &self.overflow, Outgoing::Text(text));
     }
 }
+
+/// The read buffer a socket starts with. tungstenite's default (128 KiB)
+/// is zero-filled on the first read, so every idle subscriber would hold
+/// it; frames larger than this grow the buffer as they arrive (up to
+/// `WS_MAX_FRAME_BYTES`). Writes go out as each frame is sent, unbuffered.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// How long a close frame may wait to be written: a client that does not
 /// read gets this long to find out why it is being closed.

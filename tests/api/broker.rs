@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use common::amqp;
-use common::wire::dead_letter_queue;
+use common::wire::{CALLBACK_URL_HEADER, dead_letter_queue};
 use integration_tests::*;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
 
 #[tokio::test]
 async fn services_started_before_the_broker_become_ready_when_it_appears() {
@@ -95,24 +96,34 @@ async fn poison_requests_are_dead_lettered_once_not_redelivered() {
     amqp::connection::close(&connection).await;
 }
 
+/// A response that is not an event, or whose callback URL is outside the
+/// allow-list, is dead-lettered; one without a callback URL answers an
+/// asynchronous request and goes to the event stream instead.
 #[tokio::test]
 async fn poison_responses_are_dead_lettered() {
     let topology = Topology::new();
     let _stack = Stack::start(&topology).await;
     let connection = connect().await;
     let channel = amqp::publish::confirm_channel(&connection).await.unwrap();
-    for body in [
-        &b"{"[..],
-        br#"{"id": "r", "type": "PingResponse", "data": {}}"#,
+    let mut outside = FieldTable::default();
+    amqp::message::set_header(
+        &mut outside,
+        CALLBACK_URL_HEADER,
+        "http://192.0.2.1/dispatch",
+    );
+    let event = br#"{"id": "r", "type": "PingResponse", "data": {}}"#;
+    for (body, headers) in [
+        (&b"{"[..], FieldTable::default()),
+        (&event[..], outside),
+        (&event[..], FieldTable::default()),
     ] {
-        // The second is well-formed but carries no callback URL.
         channel
             .basic_publish(
                 "".into(),
                 topology.response_queue.as_str().into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default(),
+                BasicProperties::default().with_headers(headers),
             )
             .await
             .unwrap()
@@ -121,6 +132,15 @@ async fn poison_responses_are_dead_lettered() {
     }
     let dead = dead_letter_queue(&topology.response_queue);
     assert_eq!(Topology::wait_for_depth(&dead, 2).await, 2);
+    let records = integration_tests::live::read_stream(&topology.stream, 1).await;
+    assert_eq!(records[0].event["id"], "r");
+    assert_eq!(records[0].header("x-direction"), Some("response"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        Topology::depth(&dead).await,
+        2,
+        "the asynchronous answer is not poison"
+    );
     amqp::connection::close(&connection).await;
 }
 
@@ -163,4 +183,62 @@ async fn a_panicking_handler_is_retried_once_then_dead_lettered() {
         .unwrap();
     assert_eq!(status, 200, "the listener keeps serving");
     amqp::connection::close(&connection).await;
+}
+
+/// Quorum queues end to end on the shared node, and a deployment that
+/// switches `QUEUE_TYPE` over queues that exist is told what to do: the
+/// listener stays unready and says how to move, instead of consuming a
+/// queue of the other type.
+#[tokio::test]
+async fn quorum_queues_serve_and_a_queue_type_change_is_refused_with_what_to_do() {
+    use integration_tests::processes::{ProcessStack, ServiceProcess, env, free_port};
+
+    let topology = Topology::new();
+    let quorum = env(&[("AMQP_URL", &amqp_url()), ("QUEUE_TYPE", "quorum")]);
+    let stack = ProcessStack::start(&topology, &quorum).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let (status, body) = post_json(&client, &stack.public_web.url(), &ping_body()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Redeclaring with the quorum arguments succeeds only on a quorum queue.
+    let connection = connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    amqp::topology::declare_queue(
+        &channel,
+        &topology.request_queue,
+        amqp::topology::QueueType::Quorum,
+    )
+    .await
+    .expect("the request queue is a quorum queue");
+    assert!(stack.terminate().await);
+
+    // The same queues, now wanted classic.
+    let classic = env(&[
+        ("AMQP_URL", &amqp_url()),
+        ("QUEUE", &topology.request_queue),
+    ]);
+    let mut listener = ServiceProcess::spawn("ping-listener", free_port(), &classic).await;
+    let mut said = String::new();
+    wait_for(
+        "the listener says what to do",
+        Duration::from_secs(20),
+        || {
+            said.push_str(&listener.drain_stdout().join("\n"));
+            let told = said.contains("QUEUE_TYPE=classic") && said.contains("delete_queue");
+            async move { told }
+        },
+    )
+    .await;
+    let ready = client
+        .get(format!("{}/readyz", listener.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready on a queue of the other type"
+    );
+    assert!(listener.terminate().await);
 }

@@ -133,6 +133,8 @@ async fn every_service_recovers_by_itself_from_a_broker_restart_under_load() {
         )
         .await;
     }
+    // The dispatcher waits for the broker as long as the client does, then
+    // says it is unavailable (and when to retry) just before the deadline.
     let started = Instant::now();
     let response = client
         .post(public_web.url())
@@ -141,7 +143,11 @@ async fn every_service_recovers_by_itself_from_a_broker_restart_under_load() {
         .await
         .unwrap();
     assert_retry_later(response, "broker_unavailable").await;
-    assert!(started.elapsed() < Duration::from_secs(1), "a fast 503");
+    let waited = started.elapsed();
+    assert!(
+        waited >= REQUEST_TIMEOUT / 2 && waited < REQUEST_TIMEOUT,
+        "a 503 within the request's deadline, after waiting for the broker: {waited:?}"
+    );
 
     broker.start().await;
     let back = Instant::now();
@@ -163,12 +169,11 @@ async fn every_service_recovers_by_itself_from_a_broker_restart_under_load() {
         recovery <= Duration::from_secs(5),
         "every service reconnected within 5 s of the broker's return, took {recovery:?}"
     );
-    let fast = Duration::from_secs(1);
     let limit = REQUEST_TIMEOUT + Duration::from_millis(500);
     for outcome in &outcomes {
         let acceptable = match outcome.status {
             200 => outcome.elapsed <= limit,
-            503 => outcome.code == "broker_unavailable" && outcome.elapsed < fast,
+            503 => outcome.code == "broker_unavailable" && outcome.elapsed < REQUEST_TIMEOUT,
             504 => outcome.elapsed <= limit,
             _ => false,
         };

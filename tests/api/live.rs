@@ -5,7 +5,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use integration_tests::live::{SseClient, WsClient, hs256_token, read_stream, unix_in};
+use integration_tests::live::{
+    SseClient, WsClient, hs256_token, read_stream, run_python_check, unix_in,
+};
+use integration_tests::otlp::{CLIENT, CONSUMER, Receiver, SERVER, only_span};
+use integration_tests::processes::ProcessStack;
 use integration_tests::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -25,6 +29,15 @@ async fn stack_with(
     wait_ready(&dispatcher.url()).await;
     wait_ready(&listener.url()).await;
     (dispatcher, listener, public_web)
+}
+
+/// The stack with subscriptions needing a token signed with
+/// [`TEST_TOKEN_KEY`].
+async fn stack_requiring_tokens(topology: &Topology) -> (Running, Running, Running) {
+    stack_with(topology, |config| {
+        config.live.verifier = test_verifier(false)
+    })
+    .await
 }
 
 fn ping(id: &str, data: Value) -> Value {
@@ -177,6 +190,7 @@ async fn a_websocket_upgrade_needs_a_websocket_request_and_an_allowed_origin() {
 /// process's descriptors allow for both ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sockets_with_ten_requests_each_get_their_own_answers() {
+    let _turn = MACHINE_SATURATING.lock().await;
     common::http::raise_fd_limit();
     let topology = Topology::new();
     // A debug build on two cores shared with the other tests takes longer
@@ -325,10 +339,7 @@ async fn every_filter_dialect_selects_what_it_says() {
 #[tokio::test]
 async fn a_tokens_claims_bound_what_it_may_subscribe_to() {
     let topology = Topology::new();
-    let (_dispatcher, _listener, public_web) = stack_with(&topology, |config| {
-        config.live.verifier = test_verifier(false);
-    })
-    .await;
+    let (_dispatcher, _listener, public_web) = stack_requiring_tokens(&topology).await;
     let base = public_web.url();
     let claims = json!({
         "sub": "tenant-acme",
@@ -682,6 +693,248 @@ async fn two_replicas_each_serve_their_own_sockets() {
             "each replica delivers every event to its subscribers"
         );
     }
+}
+
+/// A WebSocket client nobody here wrote (`websockets` from PyPI): a
+/// bearer token at the upgrade, a subscription and ten requests in flight
+/// on one socket, a bad frame, ping/pong and a normal close.
+#[tokio::test]
+async fn a_third_party_websocket_client_gets_answers_and_events() {
+    let topology = Topology::new();
+    let (_dispatcher, _listener, public_web) = stack_requiring_tokens(&topology).await;
+    let url = format!("{}/ws", public_web.url().replacen("http", "ws", 1));
+    let token = hs256_token(
+        TEST_TOKEN_KEY,
+        &json!({"exp": unix_in(300), "event_types": ["PingResponse"]}),
+    );
+    let seen = run_python_check("ws_check.py", &[&url, &token, "10"]).await;
+
+    assert_eq!(seen["subscribed"], json!({"subscribed": "pongs"}));
+    for i in 0..10 {
+        let id = format!("ws-check-{i}");
+        let answer = &seen["answers"][&id];
+        assert_eq!(answer["type"], "PingResponse", "{answer}");
+        assert_eq!(answer["data"]["n"], id.as_str(), "its own answer");
+        let event = &seen["events"][&id];
+        assert_eq!(event["subscription"], "pongs");
+        assert_eq!(event["event"], *answer, "the live event is the answer");
+        assert!(event["offset"].is_u64());
+    }
+    assert_eq!(seen["bad_frame"]["status"], 400, "{}", seen["bad_frame"]);
+    assert!(seen["bad_frame"]["error"]["code"].is_string());
+    assert!(seen["pong_seconds"].as_f64().is_some());
+    assert_eq!(seen["unsubscribed"], json!({"unsubscribed": "pongs"}));
+    assert_eq!(seen["close_code"], 1000);
+}
+
+/// Runs the `req` binary against public-web at `base` with `args` and
+/// `env`; returns (success, stdout, stderr).
+async fn req(base: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(processes::binary("req"))
+        .args(args)
+        .env("PUBLIC_WEB_URL", base)
+        .env_remove("SUBSCRIBE_JWT_HS256_KEY")
+        .env_remove("SUBSCRIBE_TOKEN")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("req finishes")
+        .expect("req runs");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (
+        output.status.success(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// `req --ws` sends its ping as a frame; `req --watch` prints the stream's
+/// events with a token it mints from the key; `req --mint-token` makes
+/// tokens public-web accepts, whose claims still bound what they watch.
+#[tokio::test]
+async fn req_pings_over_the_websocket_and_watches_the_stream() {
+    let topology = Topology::new();
+    let (_dispatcher, _listener, public_web) = stack_requiring_tokens(&topology).await;
+    let base = public_web.url();
+
+    let (ok, stdout, stderr) = req(&base, &["--ws"], &[]).await;
+    assert!(ok, "{stdout}{stderr}");
+    let json_end = stdout.find("\n}\n").expect("the answer, pretty") + 2;
+    let answer: Value = serde_json::from_str(&stdout[..json_end]).unwrap();
+    assert_eq!(answer["type"], "PingResponse");
+    assert!(stdout.contains("round trip: "), "{stdout}");
+    let trace_line = stdout
+        .lines()
+        .find(|l| l.starts_with("trace id: "))
+        .unwrap();
+    assert_eq!(trace_line.len(), "trace id: ".len() + 32, "{trace_line}");
+
+    let (ok, _, stderr) = req(&base, &["--ws", "--type", "Unrouted"], &[]).await;
+    assert!(!ok, "an error answer fails the run");
+    assert!(stderr.contains("HTTP "), "{stderr}");
+
+    let key = [("SUBSCRIBE_JWT_HS256_KEY", TEST_TOKEN_KEY)];
+    let filter = r#"{"exact": {"type": "PingResponse"}}"#;
+    let (ok, stdout, stderr) = req(
+        &base,
+        &["--watch", filter, "--from", "0", "--events", "1"],
+        &key,
+    )
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        line["event"], answer,
+        "the ping's response, from the stream"
+    );
+    assert!(line["offset"].is_u64());
+
+    let (ok, token, stderr) = req(
+        &base,
+        &[
+            "--mint-token",
+            "--token-types",
+            "PingResponse",
+            "--token-ttl",
+            "5m",
+        ],
+        &key,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let token = token.trim();
+    let (ok, stdout, _) = req(
+        &base,
+        &[
+            "--watch", filter, "--from", "0", "--events", "1", "--token", token,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok && stdout.contains("PingResponse"), "{stdout}");
+    let (ok, _, stderr) = req(
+        &base,
+        &[
+            "--watch",
+            r#"{"prefix": {"type": "Order"}}"#,
+            "--token",
+            token,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok, "outside the token's claims");
+    assert!(stderr.contains("403 outside_claims"), "{stderr}");
+    let (ok, _, stderr) = req(&base, &["--mint-token"], &[]).await;
+    assert!(
+        !ok && stderr.contains("SUBSCRIBE_JWT_HS256_KEY"),
+        "{stderr}"
+    );
+}
+
+/// The three services as processes exporting to `receiver`, reading
+/// `topology`'s stream, anonymous subscriptions allowed.
+async fn traced_processes(topology: &Topology, receiver: &Receiver) -> ProcessStack {
+    let mut env = receiver.service_env("http/protobuf");
+    env.extend(processes::env(&[
+        ("AMQP_URL", &amqp_url()),
+        ("EVENT_STREAM", &topology.stream),
+        ("SUBSCRIBE_ANONYMOUS", "true"),
+    ]));
+    ProcessStack::start(topology, &env).await
+}
+
+/// The console page in a real browser (Debian's chromium, driven through
+/// chromedriver by Selenium): a ping sent from the page is answered, with
+/// its status and the trace id the services exported shown, and appears
+/// in the live panel.
+#[tokio::test]
+async fn the_console_page_sends_a_ping_and_shows_it_live_in_a_browser() {
+    let receiver = Receiver::start().await;
+    let topology = Topology::new();
+    let stack = traced_processes(&topology, &receiver).await;
+    let page = run_python_check("console_check.py", &[&stack.public_web.url()]).await;
+
+    assert_eq!(page["title"], "dispatcher console");
+    assert_eq!(page["status"], 200, "{page}");
+    assert_eq!(page["answer"]["type"], "PingResponse", "{page}");
+    let live = page["live"].as_array().expect("live rows");
+    let row = live
+        .iter()
+        .find(|row| row["id"] == page["answer"]["id"])
+        .expect("the answer in the live panel");
+    assert_eq!(row["type"], "PingResponse");
+    assert!(
+        row["offset"]
+            .as_str()
+            .is_some_and(|o| o.parse::<u64>().is_ok())
+    );
+    assert_eq!(page["console_errors"], json!([]), "no CSP or script errors");
+
+    let trace_id = page["trace_id"].as_str().unwrap_or_default().to_owned();
+    let spans = receiver
+        .wait_for_spans(&trace_id, 1, Duration::from_secs(10))
+        .await;
+    only_span(&spans, "public-web", SERVER, "POST /");
+    assert!(stack.terminate().await, "the services exit cleanly");
+}
+
+/// A request frame's `traceparent` makes its "WS request" span a child of
+/// the client's span, and the hops behind it join that trace.
+#[tokio::test]
+async fn a_request_frames_traceparent_parents_its_span() {
+    let receiver = Receiver::start().await;
+    let topology = Topology::new();
+    let stack = traced_processes(&topology, &receiver).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let mut socket = WsClient::connect(&stack.public_web.url(), None).await;
+    let mut frame = ping("traced", json!({}));
+    frame["traceparent"] = json!(format!("00-{trace_id}-{parent}-01"));
+    socket.send_json(&frame).await;
+    let answer = socket.next_json().await;
+    assert_eq!(answer["type"], "PingResponse", "{answer}");
+    // Untraced frames get a trace of their own.
+    socket.send_json(&ping("untraced", json!({}))).await;
+    assert_eq!(socket.next_json().await["id"], "untraced");
+
+    // The whole chain, as a POST's: nine hops.
+    let spans = receiver
+        .wait_for_spans(trace_id, 9, Duration::from_secs(10))
+        .await;
+    let request = only_span(&spans, "public-web", SERVER, "WS request");
+    assert_eq!(request.parent_span_id(), parent);
+    assert_eq!(
+        request.attribute("event.type").as_deref(),
+        Some("PingRequest")
+    );
+    let forward = only_span(&spans, "public-web", CLIENT, "POST");
+    assert_eq!(forward.parent_span_id(), request.span_id());
+    only_span(&spans, "dispatcher", SERVER, "POST /");
+    only_span(
+        &spans,
+        "ping-listener",
+        CONSUMER,
+        &format!("{} process", topology.request_queue),
+    );
+    let untraced_roots = || {
+        receiver
+            .spans()
+            .into_iter()
+            .filter(|span| span.span.name == "WS request" && span.trace_id() != trace_id)
+            .count()
+    };
+    // The untraced frame's span may reach the receiver in a later batch.
+    wait_for(
+        "the untraced frame's span",
+        Duration::from_secs(10),
+        || async { untraced_roots() >= 1 },
+    )
+    .await;
+    assert_eq!(untraced_roots(), 1, "the untraced frame's own trace");
+    assert!(stack.terminate().await, "the services exit cleanly");
 }
 
 fn urlencode(text: &str) -> String {

@@ -14,3 +14,4 @@ mod round_trip;
 mod scenario;
 mod telemetry;
 mod trust;
+mod webhooks;

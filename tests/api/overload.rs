@@ -94,6 +94,7 @@ async fn pending_gauge(public_web: &ServiceProcess) -> f64 {
 
 #[tokio::test]
 async fn twice_the_sustainable_load_is_shed_and_memory_returns_to_baseline() {
+    let _turn = MACHINE_SATURATING.lock().await;
     let topology = Topology::new();
     let (dispatcher, public_web) = spawn_front_processes(
         &topology,

@@ -5,10 +5,14 @@
 //! Also a small TCP proxy, so a test can make "the broker" appear and
 //! disappear on a port of its own without touching the shared broker.
 
+pub mod balancer;
+pub mod cluster;
 pub mod live;
+pub mod netns;
 pub mod otlp;
 pub mod ports;
 pub mod processes;
+pub mod webhooks;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +31,12 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Taken by the tests of a binary that drive the machine to its limit
+/// (thousands of requests at once, a three-node cluster) or judge how much
+/// it serves under overload: two of them at once starve each other on two
+/// cores, and the second measures the first.
+pub static MACHINE_SATURATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The broker the tests use (`AMQP_URL`, default the local RabbitMQ).
 pub fn amqp_url() -> String {
@@ -253,6 +263,23 @@ pub fn stream_config(name: &str) -> common::amqp::stream::StreamConfig {
         max_bytes: 64 << 20,
         segment_bytes: 4 << 20,
     }
+}
+
+/// [`stream_config`] as a service process's environment.
+pub fn stream_env(name: &str) -> Vec<(String, String)> {
+    let config = stream_config(name);
+    [
+        ("EVENT_STREAM", config.name),
+        ("EVENT_STREAM_MAX_AGE", config.max_age.to_string()),
+        ("EVENT_STREAM_MAX_BYTES", config.max_bytes.to_string()),
+        (
+            "EVENT_STREAM_SEGMENT_BYTES",
+            config.segment_bytes.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 /// The dispatcher's configuration with the routing table `routes`; its

@@ -288,3 +288,27 @@ pub async fn read_stream(stream: &str, count: usize) -> Vec<StreamRecord> {
     common::amqp::connection::close(&connection).await;
     records
 }
+
+/// Runs `tests/python/<script>` with `args` in that folder's virtual
+/// environment (made by `bin/lib/pyvenv` when missing; the first run
+/// installs its requirements from PyPI) and returns the JSON object it
+/// printed last on stdout. Panics with its stderr when it fails.
+pub async fn run_python_check(script: &str, args: &[&str]) -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = tokio::process::Command::new(root.join("bin/lib/pyvenv"))
+        .arg(root.join("tests/python"))
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 300 s"))
+        .expect("bin/lib/pyvenv runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|error| panic!("{script} printed no JSON ({error}): {stdout}\n{stderr}"))
+}

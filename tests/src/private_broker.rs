@@ -9,6 +9,12 @@
 //! drop the node's whole process group is killed and the directory removed,
 //! even when the test panicked.
 //!
+//! A node can also live on a [`Host`] of the test's own (a network
+//! namespace): then it is `rabbit@<address>` (long names), listens on the
+//! standard ports of that address, lets `guest` in from other hosts, and
+//! takes the cluster settings it is given: the cluster harness joins three
+//! such nodes.
+//!
 //! A node start takes about 7–8 s on a 2-core machine, so a test should
 //! start one as few times as it can.
 
@@ -19,6 +25,7 @@ use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
 
+use crate::netns::Host;
 use crate::ports::free_port;
 
 /// How long a node may take to boot before the test gives up.
@@ -27,7 +34,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A private RabbitMQ node; see the module documentation.
 pub struct PrivateBroker {
     node: String,
+    /// Where its AMQP listener is.
+    address: std::net::Ipv4Addr,
     amqp_port: u16,
+    /// The namespace it runs in, if not the machine's.
+    host: Option<Host>,
     dir: PathBuf,
     scripts: PathBuf,
     env: Vec<(String, String)>,
@@ -35,28 +46,65 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// Starts a fresh node and waits until it completes AMQP handshakes.
+    /// Starts a fresh node on loopback and waits until it completes AMQP
+    /// handshakes.
     pub async fn launch() -> Self {
+        let mut broker = Self::prepare(None, None, "");
+        broker.start().await;
+        broker
+    }
+
+    /// A fresh node on `host` with Erlang cookie `cookie` and `config`
+    /// (rabbitmq.conf lines) added to its own; not started.
+    pub fn on_host(host: &Host, cookie: &str, config: &str) -> Self {
+        Self::prepare(Some(host.clone()), Some(cookie), config)
+    }
+
+    fn prepare(host: Option<Host>, cookie: Option<&str>, config: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let node = format!("it-{}@localhost", &id[..12]);
         let dir = std::env::temp_dir().join(format!("it-rabbitmq-{id}"));
         std::fs::create_dir_all(&dir).expect("the node's directory");
-        let amqp_port = free_port();
-        let dist_port = free_port();
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (node, address, amqp_port, dist_port) = match &host {
+            // Its own network stack: the standard ports are free.
+            Some(host) => (
+                format!("rabbit@{}", host.address()),
+                host.address(),
+                5672,
+                25672,
+            ),
+            None => (
+                format!("it-{}@localhost", &id[..12]),
+                std::net::Ipv4Addr::LOCALHOST,
+                free_port(),
+                free_port(),
+            ),
+        };
         // Our own (empty) env file and config: /etc/rabbitmq's would name
         // the shared node and its listener.
         std::fs::write(dir.join("rabbitmq-env.conf"), "").expect("env file");
-        std::fs::write(dir.join("rabbitmq.conf"), "").expect("config file");
+        let mut conf = String::new();
+        if host.is_some() {
+            // Clients come from other hosts.
+            conf.push_str("loopback_users = none\n");
+        }
+        conf.push_str(config);
+        std::fs::write(dir.join("rabbitmq.conf"), conf).expect("config file");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
-        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let env = vec![
+        if let Some(cookie) = cookie {
+            let file = dir.join(".erlang.cookie");
+            std::fs::write(&file, cookie).expect("cookie file");
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+                .expect("cookie permissions");
+        }
+        let mut env: Vec<(&str, String)> = vec![
             ("PATH", std::env::var("PATH").unwrap_or_default()),
             ("LANG", "C.UTF-8".to_owned()),
             ("LC_ALL", "C.UTF-8".to_owned()),
             // The Erlang cookie is created in, and read from, $HOME.
             ("HOME", path("")),
             ("RABBITMQ_NODENAME", node.clone()),
-            ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_owned()),
+            ("RABBITMQ_NODE_IP_ADDRESS", address.to_string()),
             ("RABBITMQ_NODE_PORT", amqp_port.to_string()),
             ("RABBITMQ_DIST_PORT", dist_port.to_string()),
             ("RABBITMQ_MNESIA_BASE", path("mnesia")),
@@ -67,30 +115,93 @@ impl PrivateBroker {
             ("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config")),
             ("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins")),
             ("RABBITMQ_PLUGINS_EXPAND_DIR", path("plugins-expand")),
-            ("ERL_EPMD_ADDRESS", "127.0.0.1".to_owned()),
-            (
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let mut broker = Self {
+        ];
+        match &host {
+            // Named by address; its namespace's epmd answers on it.
+            Some(_) => env.push(("RABBITMQ_USE_LONGNAME", "true".to_owned())),
+            None => env.extend([
+                ("ERL_EPMD_ADDRESS", "127.0.0.1".to_owned()),
+                (
+                    "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                    "-kernel inet_dist_use_interface {127,0,0,1}".to_owned(),
+                ),
+            ]),
+        }
+        Self {
             node,
+            address,
             amqp_port,
+            host,
             dir,
             scripts: scripts_dir(),
-            env,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             server: None,
-        };
-        broker.start().await;
-        broker
+        }
     }
 
-    /// The node's AMQP URL (guest, on loopback).
+    /// Writes the node's advanced.config (Erlang terms), read at its next
+    /// start.
+    pub fn write_advanced_config(&self, terms: &str) {
+        std::fs::write(self.dir.join("advanced.config"), terms).expect("advanced.config");
+    }
+
+    /// The node's name (`rabbit@10.200.3.11`, `it-…@localhost`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Runs `rabbitmqctl -n <node> args…` where the node lives; its
+    /// output, or a panic with its error output. A minute at most.
+    pub async fn ctl(&self, args: &[&str]) -> String {
+        self.ctl_within(args, Duration::from_secs(60)).await
+    }
+
+    /// [`ctl`](Self::ctl) for a command that may take up to `limit`; past
+    /// it, a panic with the end of the node's log.
+    pub async fn ctl_within(&self, args: &[&str], limit: Duration) -> String {
+        let output = self
+            .script(self.scripts.join("rabbitmqctl"))
+            .args(["-n", &self.node])
+            .args(args)
+            .output();
+        let output = tokio::time::timeout(limit, output)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "rabbitmqctl {args:?} on {} hung for {limit:?}; its log ends:\n{}",
+                    self.node,
+                    self.log_events(40).join("\n")
+                )
+            })
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?} on {}: {}{}",
+            self.node,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `program` (one of RabbitMQ's scripts) with the node's environment,
+    /// in its namespace.
+    fn script(&self, program: PathBuf) -> tokio::process::Command {
+        let mut command = match &self.host {
+            Some(host) => host.async_command(program),
+            None => tokio::process::Command::new(program),
+        };
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The node's AMQP URL (guest).
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+        format!("amqp://guest:guest@{}:{}/%2f", self.address, self.amqp_port)
     }
 
     /// Starts the (stopped) node and waits until it completes AMQP
@@ -102,7 +213,12 @@ impl PrivateBroker {
             .append(true)
             .open(self.dir.join("server.log"))
             .expect("the server log");
-        let server = Command::new(self.scripts.join("rabbitmq-server"))
+        let program = self.scripts.join("rabbitmq-server");
+        let mut command = match &self.host {
+            Some(host) => host.command(program),
+            None => Command::new(program),
+        };
+        let server = command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
@@ -147,11 +263,9 @@ impl PrivateBroker {
         let Some(mut server) = self.server.take() else {
             panic!("the node is not running");
         };
-        let stopped = tokio::process::Command::new(self.scripts.join("rabbitmqctl"))
+        let stopped = self
+            .script(self.scripts.join("rabbitmqctl"))
             .args(["-n", &self.node, "stop"])
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -171,6 +285,18 @@ impl PrivateBroker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kills the node's VM at once (SIGKILL), as a crashed machine: no
+    /// connection is closed, no peer is told.
+    pub fn kill(&mut self) {
+        let mut server = self.server.take().expect("the node is running");
+        kill_group(&mut server);
+    }
+
+    /// Whether the node's VM is running.
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
     }
 
     /// Deletes the stopped node's data, so its next start is a broker with
@@ -194,6 +320,27 @@ impl PrivateBroker {
             }
             _ => false,
         }
+    }
+
+    /// The last `count` lines of the node's log other than its client
+    /// connections opening and closing: partitions, elections, alarms.
+    pub fn log_events(&self, count: usize) -> Vec<String> {
+        let log = self.dir.join("log").join(format!("{}.log", self.node));
+        let content = std::fs::read_to_string(log).unwrap_or_default();
+        let events: Vec<String> = content
+            .lines()
+            .filter(|line| {
+                ![
+                    "accepting AMQP connection",
+                    "authenticated and granted",
+                    "closing AMQP connection",
+                ]
+                .iter()
+                .any(|noise| line.contains(noise))
+            })
+            .map(str::to_owned)
+            .collect();
+        events[events.len().saturating_sub(count)..].to_vec()
     }
 
     fn log_tail(&self) -> String {

@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::Topology;
+use crate::netns::Host;
 pub use crate::ports::free_port;
 
 /// `target/<profile>/`, where the test binary's `deps/` folder lives.
@@ -24,9 +25,9 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of a workspace binary. The service binaries are (re)built once
-/// per test process, so a test never runs a stale build; when they are up
-/// to date that is a no-op.
+/// The path of a workspace binary. The service binaries and `req` are
+/// (re)built once per test process, so a test never runs a stale build;
+/// when they are up to date that is a no-op.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
@@ -40,6 +41,10 @@ pub fn binary(name: &str) -> PathBuf {
             "dispatcher",
             "-p",
             "ping-listener",
+            "-p",
+            "req",
+            "-p",
+            "webhook-sender",
         ]);
         if !cfg!(debug_assertions) {
             cargo.arg("--release");
@@ -54,6 +59,8 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct ServiceProcess {
     pub name: &'static str,
     pub port: u16,
+    /// Where it listens: loopback, or the address of its [`Host`].
+    address: std::net::Ipv4Addr,
     child: Child,
     /// Lines the process wrote to stdout, as they come.
     pub stdout: mpsc::UnboundedReceiver<String>,
@@ -62,6 +69,25 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     pub async fn spawn(name: &'static str, port: u16, env: &[(String, String)]) -> Self {
         Self::spawn_with_fd_limit(name, port, env, None).await
+    }
+
+    /// [`spawn`](Self::spawn) on `host`, another machine as far as the
+    /// network goes; its internal listeners bind every address there.
+    pub async fn spawn_on(
+        host: &Host,
+        name: &'static str,
+        port: u16,
+        env: &[(String, String)],
+    ) -> Self {
+        let mut env = env.to_vec();
+        env.push(("INTERNAL_BIND_ADDR".to_owned(), "0.0.0.0".to_owned()));
+        Self::start(
+            host.async_command(binary(name)),
+            host.address(),
+            name,
+            port,
+            &env,
+        )
     }
 
     /// [`spawn`](Self::spawn), with the process's file-descriptor limit
@@ -90,6 +116,16 @@ impl ServiceProcess {
                 });
             }
         }
+        Self::start(command, std::net::Ipv4Addr::LOCALHOST, name, port, env)
+    }
+
+    fn start(
+        mut command: Command,
+        address: std::net::Ipv4Addr,
+        name: &'static str,
+        port: u16,
+        env: &[(String, String)],
+    ) -> Self {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -116,13 +152,14 @@ impl ServiceProcess {
         Self {
             name,
             port,
+            address,
             child,
             stdout,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.address, self.port)
     }
 
     /// Sends SIGTERM and waits for the process; returns whether it exited 0.
@@ -132,9 +169,11 @@ impl ServiceProcess {
             .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        // Generous: draining and the last telemetry flush share two cores
+        // with every other test of the suite.
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
             .await
-            .expect("the service exits within 20 s of SIGTERM")
+            .expect("the service exits within 40 s of SIGTERM")
             .expect("wait");
         status.success()
     }

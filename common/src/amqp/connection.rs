@@ -1,10 +1,14 @@
-//! The broker connection: where it is ([`BrokerUrl`]), how it is opened,
-//! and the supervisor that keeps a session running on it.
+//! The broker connection: where the broker is ([`Broker`]: one node or
+//! the nodes of a cluster, and the queue type declared on it), how a
+//! connection is opened, and the supervisor that keeps a session running.
 //!
 //! The supervisor rebuilds the whole AMQP session (connection, channels,
 //! topology, consumers) after any failure instead of patching half-dead
-//! channels: one code path covers "broker not up yet", "broker restarted"
-//! and "network blip", and it is the same path as a normal start.
+//! channels: one code path covers "broker not up yet", "broker restarted",
+//! "a cluster node went away" and "network blip", and it is the same path
+//! as a normal start. With several nodes it moves to the next one after
+//! each failure, starting from a node of its own so that replicas spread
+//! across the cluster.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,49 +22,86 @@ use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
+use super::topology::QueueType;
 use crate::config::{self, ConfigError};
 
 /// The default broker: the local RabbitMQ with its guest account.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// A broker's AMQP URL, parsed once. It prints (`Display` and `Debug`)
-/// as the URL in effect, defaults filled in, with the password hidden.
+/// The broker: the AMQP URLs of its nodes, parsed once, and the type of
+/// the work queues declared on it. It prints (`Display` and `Debug`) as
+/// the URLs in effect, defaults filled in, passwords hidden.
 #[derive(Clone)]
-pub struct BrokerUrl(AMQPUri);
+pub struct Broker {
+    nodes: Vec<AMQPUri>,
+    queue_type: QueueType,
+}
 
-impl BrokerUrl {
-    /// `AMQP_URL`, or the local broker when it is unset. A malformed one
-    /// is refused without repeating it, nor the parser's message, which
-    /// may quote it: it may hold a password.
+impl Broker {
+    /// `AMQP_URLS`, else `AMQP_URL` (either may list several nodes,
+    /// comma-separated), else the local broker; and `QUEUE_TYPE`. A
+    /// malformed URL is refused without repeating it, nor the parser's
+    /// message, which may quote it: it may hold a password.
     pub fn from_env() -> Result<Self, ConfigError> {
-        config::string_or("AMQP_URL", DEFAULT_AMQP_URL)
-            .parse()
-            .map_err(|_| {
-                ConfigError::at(
-                    "AMQP_URL",
-                    "",
-                    "not an AMQP URL (amqp://user:password@host:port/vhost)",
-                )
-            })
+        let (name, urls) = match config::var("AMQP_URLS") {
+            Some(urls) => ("AMQP_URLS", urls),
+            None => ("AMQP_URL", config::string_or("AMQP_URL", DEFAULT_AMQP_URL)),
+        };
+        let broker: Self = urls.parse().map_err(|position: usize| {
+            ConfigError::at(
+                name,
+                "",
+                format!("URL {position} is not an AMQP URL (amqp://user:password@host:port/vhost)"),
+            )
+        })?;
+        Ok(broker.with_queue_type(QueueType::from_env()?))
+    }
+
+    /// The same nodes, declaring work queues of `queue_type`.
+    pub fn with_queue_type(self, queue_type: QueueType) -> Self {
+        Self { queue_type, ..self }
+    }
+
+    /// The type of the work queues (`QUEUE_TYPE`).
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
     }
 }
 
-impl std::str::FromStr for BrokerUrl {
-    type Err = String;
+impl std::str::FromStr for Broker {
+    /// The 1-based position of the first URL that does not parse.
+    type Err = usize;
 
-    fn from_str(url: &str) -> Result<Self, String> {
-        url.parse().map(Self)
+    /// One or more AMQP URLs, comma-separated; work queues classic.
+    fn from_str(urls: &str) -> Result<Self, usize> {
+        let nodes = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .enumerate()
+            .map(|(index, url)| url.parse().map_err(|_| index + 1))
+            .collect::<Result<Vec<AMQPUri>, usize>>()?;
+        if nodes.is_empty() {
+            return Err(1);
+        }
+        Ok(Self {
+            nodes,
+            queue_type: QueueType::default(),
+        })
     }
 }
 
-impl std::fmt::Display for BrokerUrl {
+/// One node's URL with the password hidden.
+struct Redacted<'a>(&'a AMQPUri);
+
+impl std::fmt::Display for Redacted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let AMQPUri {
             scheme,
             authority,
             vhost,
             ..
-        } = &self.0;
+        } = self.0;
         write!(
             f,
             "{scheme}://{}:***@{}:{}/{}",
@@ -72,25 +113,62 @@ impl std::fmt::Display for BrokerUrl {
     }
 }
 
-impl std::fmt::Debug for BrokerUrl {
+impl std::fmt::Display for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BrokerUrl({self})")
+        for (index, node) in self.nodes.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", Redacted(node))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker({self}, {:?})", self.queue_type)
     }
 }
 
 /// Whether the AMQP session is fully up (connected, topology declared,
-/// consumers registered). `/readyz` reports it.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// consumers registered). `/readyz` reports it, and the `amqp_connected`
+/// gauge follows it.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    /// Whether `amqp_connected` follows this one.
+    gauged: bool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            ready: Arc::default(),
+            gauged: true,
+        }
+    }
+}
 
 impl Readiness {
+    /// The readiness of a side connection of a service whose main session
+    /// has the gauge: it leaves `amqp_connected` alone.
+    pub fn ungauged() -> Self {
+        Self {
+            gauged: false,
+            ..Self::default()
+        }
+    }
+
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-        crate::metrics::amqp_connected(ready);
+        self.ready.store(ready, Ordering::Release);
+        if self.gauged {
+            crate::metrics::amqp_connected(ready);
+        }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
     }
 
     /// `Ok` when ready, else why not: the check `/readyz` runs.
@@ -104,14 +182,15 @@ impl Readiness {
 /// Connects to `broker` and runs `session` on the connection, again and
 /// again: after a failed connect or a session that ended in error it waits
 /// with jittered exponential backoff (100 ms up to 4 s, jitter included)
-/// and starts over.
+/// and starts over on the broker's next node. The first node tried is
+/// picked at random, so the replicas of a service spread over the nodes.
 ///
 /// `session` owns the connection; it returns `Ok(())` only when it has shut
 /// down cleanly because `shutdown` fired, and an error when the connection or
 /// a channel failed. `readiness` is cleared whenever a session ends; the
 /// session sets it once its consumers are up.
 pub async fn supervise<F, Fut>(
-    broker: &BrokerUrl,
+    broker: &Broker,
     connection_name: &str,
     readiness: &Readiness,
     shutdown: &CancellationToken,
@@ -122,11 +201,14 @@ pub async fn supervise<F, Fut>(
 {
     let mut failures: u32 = 0;
     let mut backoff = reconnect_backoff();
+    let mut next = uuid::Uuid::new_v4().as_u128() as usize;
     while !shutdown.is_cancelled() {
+        let node = &broker.nodes[next % broker.nodes.len()];
+        next = next.wrapping_add(1);
         let outcome = tokio::select! {
-            connected = connect(broker, connection_name) => match connected {
+            connected = connect(node, connection_name) => match connected {
                 Ok(connection) => {
-                    tracing::info!(%broker, "connected to RabbitMQ");
+                    tracing::info!(broker = %Redacted(node), "connected to RabbitMQ");
                     failures = 0;
                     backoff = reconnect_backoff();
                     session(connection).await
@@ -143,9 +225,9 @@ pub async fn supervise<F, Fut>(
                 // The first failure of a streak is worth a warning; the rest
                 // of the streak would only repeat it.
                 if failures == 1 {
-                    tracing::warn!(%broker, %error, "RabbitMQ unavailable; retrying with backoff");
+                    tracing::warn!(broker = %Redacted(node), %error, "RabbitMQ unavailable; retrying with backoff");
                 } else {
-                    tracing::debug!(%broker, %error, failures, "RabbitMQ still unavailable");
+                    tracing::debug!(broker = %Redacted(node), %error, failures, "RabbitMQ still unavailable");
                 }
             }
         }
@@ -177,20 +259,27 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 /// AMQP would otherwise hold the supervisor forever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect(broker: &BrokerUrl, connection_name: &str) -> lapin::Result<Connection> {
+/// The largest AMQP frame asked for when the URL names none
+/// (`?frame_max=` does). lapin keeps a send and a receive buffer of 32
+/// frames each per connection, zero-filled up front: at RabbitMQ's default
+/// of 128 KiB that is 8 MiB of memory per connection, at 32 KiB 2 MiB. The
+/// platform's messages are far smaller; a larger one is sent as several
+/// frames.
+const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
+
+async fn connect(node: &AMQPUri, connection_name: &str) -> lapin::Result<Connection> {
     let properties =
         ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect_uri(broker.0.clone(), properties),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(lapin::Error::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
-        )))
-    })
+    let mut node = node.clone();
+    node.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(node, properties))
+        .await
+        .unwrap_or_else(|_| {
+            Err(lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+            )))
+        })
 }
 
 /// Resolves with the connection's first error, so a session can stop
@@ -218,20 +307,33 @@ mod tests {
 
     #[test]
     fn the_password_is_never_shown() {
-        let broker: BrokerUrl = "amqp://app:secret@host:5673/%2f".parse().unwrap();
+        let broker: Broker = "amqp://app:secret@host:5673/%2f".parse().unwrap();
         assert_eq!(broker.to_string(), "amqp://app:***@host:5673/%2f");
         assert_eq!(
             format!("{broker:?}"),
-            "BrokerUrl(amqp://app:***@host:5673/%2f)"
+            "Broker(amqp://app:***@host:5673/%2f, Classic)"
         );
-        let defaults: BrokerUrl = "amqp://host".parse().unwrap();
+        let defaults: Broker = "amqp://host".parse().unwrap();
         assert_eq!(defaults.to_string(), "amqp://guest:***@host:5672/%2f");
     }
 
     #[test]
+    fn several_nodes_are_comma_separated() {
+        let broker: Broker = " amqp://a:s1@n1:5672 , amqp://a:s2@n2:5673/v ,"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            broker.to_string(),
+            "amqp://a:***@n1:5672/%2f,amqp://a:***@n2:5673/v"
+        );
+        assert_eq!("amqp://n1,amqp://n2:x".parse::<Broker>().err(), Some(2));
+        assert_eq!(" , ".parse::<Broker>().err(), Some(1));
+    }
+
+    #[test]
     fn a_malformed_url_is_refused_without_repeating_it() {
-        assert!("amqp://host:notaport".parse::<BrokerUrl>().is_err());
-        // No other test of this crate reads AMQP_URL.
+        assert!("amqp://host:notaport".parse::<Broker>().is_err());
+        // No other test of this crate reads AMQP_URL or AMQP_URLS.
         for url in [
             "amqp://user:hunter2@host:notaport",
             "amqp:user:hunter2@host",
@@ -239,12 +341,16 @@ mod tests {
             "amqp://user:hun/ter2@host:5672/%2f",
         ] {
             unsafe { std::env::set_var("AMQP_URL", url) };
-            let error = BrokerUrl::from_env().unwrap_err().to_string();
-            assert!(error.starts_with("AMQP_URL: "), "{error}");
+            let error = Broker::from_env().unwrap_err().to_string();
+            assert!(error.starts_with("AMQP_URL: URL 1 "), "{error}");
             assert!(
                 !error.contains("hunter2") && !error.contains("ter2"),
                 "{error}"
             );
         }
+        unsafe { std::env::set_var("AMQP_URLS", "amqp://n1,amqp://u:hunter2@n2:x") };
+        let error = Broker::from_env().unwrap_err().to_string();
+        assert!(error.starts_with("AMQP_URLS: URL 2 "), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

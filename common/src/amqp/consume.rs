@@ -9,14 +9,12 @@
 //! supervisor until shutdown.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use opentelemetry::KeyValue;
@@ -24,7 +22,8 @@ use opentelemetry::trace::SpanKind;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{self, BrokerUrl, Readiness};
+use super::connection::{self, Broker, Readiness};
+use super::settle::{Outcome, Settler};
 use super::{message, publish, topology};
 use crate::telemetry::{self, HopSpan};
 
@@ -73,12 +72,20 @@ pub trait Consumer: Send + Sync + 'static {
 
     /// The session has ended; its channels are closed.
     fn session_ended(&self) {}
+
+    /// Resolves, with the reason, when the consumer wants its session
+    /// replaced by a new one (a new connection, to the broker's next node):
+    /// when the broker keeps refusing what this session publishes, say.
+    /// Never, by default.
+    fn session_unusable(&self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
 }
 
 /// Where and what a consumer consumes.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    pub broker: BrokerUrl,
+    pub broker: Broker,
     /// Names the connection (seen in RabbitMQ's management) and the
     /// consumer tags.
     pub connection_name: String,
@@ -101,6 +108,11 @@ impl ConsumerConfig {
 /// The dead-letter reason of a message over `max_message_bytes`, the same
 /// for every consumer.
 const OVERSIZED: &str = "oversized";
+
+/// The dead-letter reason of a delivery whose consumer panicked: a bug,
+/// which would only panic again on a redelivery. Settling it keeps the
+/// channel's acks batching (see [`settle`](super::settle)).
+const CONSUMER_PANICKED: &str = "consumer_panicked";
 
 /// Runs sessions of `consumer` until `shutdown`; `readiness` is set while
 /// it consumes. On shutdown it stops taking deliveries, settles those in
@@ -144,7 +156,7 @@ impl<C: Consumer> Run<'_, C> {
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
         for queue in config.also_declare.iter().chain([&config.queue]) {
-            topology::declare_queue(&channel, queue).await?;
+            topology::declare_queue(&channel, queue, config.broker.queue_type()).await?;
         }
         let publisher = publish::confirm_channel(&connection).await?;
         self.consumer
@@ -182,28 +194,39 @@ impl<C: Consumer> Run<'_, C> {
             )
             .await?;
         let reasons = C::Reason::ALL.iter().map(|reason| reason.label());
-        crate::metrics::init_consumer(queue, reasons.chain([OVERSIZED]));
+        crate::metrics::init_consumer(queue, reasons.chain([OVERSIZED, CONSUMER_PANICKED]));
         readiness.set(true);
         tracing::info!(queue, "consuming");
 
         let in_flight = TaskTracker::new();
+        let (settler, settling) = Settler::start(channel.clone());
         let connection_failed = connection::connection_failed(connection);
         tokio::pin!(connection_failed);
+        let unusable = consumer.session_unusable();
+        tokio::pin!(unusable);
         loop {
             tokio::select! {
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(mut delivery)) => {
                         crate::metrics::amqp_consumed(queue, delivery.redelivered);
                         if delivery.data.len() > config.max_message_bytes {
-                            in_flight.spawn(dead_letter_oversized(delivery));
+                            in_flight.spawn(dead_letter_oversized(settler.clone(), delivery));
                             continue;
                         }
                         let span = consumer_span(queue, &delivery);
-                        let consumer = consumer.clone();
-                        let publisher = publisher.clone();
+                        let (consumer, publisher, settler) =
+                            (consumer.clone(), publisher.clone(), settler.clone());
                         in_flight.spawn(span.scope(async move {
-                            let settle = consumer.handle(&mut delivery, &publisher).await;
-                            settle_delivery(&delivery, settle).await;
+                            let handled = AssertUnwindSafe(consumer.handle(&mut delivery, &publisher))
+                                .catch_unwind()
+                                .await;
+                            match handled {
+                                Ok(settle) => settle_delivery(&settler, &delivery, settle).await,
+                                Err(_) => {
+                                    tracing::error!(queue = delivery.routing_key.as_str(), "the consumer panicked handling a delivery; dead-lettering it");
+                                    dead_letter_unhandled(&settler, &delivery, CONSUMER_PANICKED).await;
+                                }
+                            }
                         }));
                     }
                     Some(Err(error)) => return Err(error),
@@ -212,6 +235,10 @@ impl<C: Consumer> Run<'_, C> {
                     ))),
                 },
                 error = &mut connection_failed => return Err(error),
+                why = &mut unusable => {
+                    connection::close(connection).await;
+                    return Err(lapin::Error::from(std::io::Error::other(why)));
+                }
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -225,23 +252,31 @@ impl<C: Consumer> Run<'_, C> {
         }
         in_flight.close();
         in_flight.wait().await;
+        drop(settler);
+        settling.await.ok();
         Ok(())
     }
 }
 
 /// Rejects a delivery over the size limit without handling it, and
 /// frees its body at once rather than with the delivery.
-async fn dead_letter_oversized(mut delivery: Delivery) {
+async fn dead_letter_oversized(settler: Settler, mut delivery: Delivery) {
     let size = std::mem::take(&mut delivery.data).len();
-    let queue = delivery.routing_key.as_str();
     tracing::warn!(
-        queue,
+        queue = delivery.routing_key.as_str(),
         size,
         "message over MAX_MESSAGE_BYTES; dead-lettering it unread"
     );
-    match delivery.reject(BasicRejectOptions { requeue: false }).await {
-        Ok(_) => crate::metrics::amqp_dead_lettered(queue, OVERSIZED),
-        Err(error) => tracing::warn!(%error, "could not reject the oversized delivery"),
+    dead_letter_unhandled(&settler, &delivery, OVERSIZED).await;
+}
+
+/// Dead-letters a delivery no handler settled, counting it under `reason`.
+async fn dead_letter_unhandled(settler: &Settler, delivery: &Delivery, reason: &'static str) {
+    if settler
+        .settle(delivery.delivery_tag, Outcome::DeadLetter)
+        .await
+    {
+        crate::metrics::amqp_dead_lettered(delivery.routing_key.as_str(), reason);
     }
 }
 
@@ -269,32 +304,33 @@ fn consumer_span(queue: &str, delivery: &Delivery) -> HopSpan {
     )
 }
 
-/// Acks, requeues or rejects `delivery`, counting it. A dead-lettered
-/// delivery marks its CONSUMER span (being polled) as failed.
-async fn settle_delivery<R: DeadLetterReason>(delivery: &Delivery, settle: Settle<R>) {
+/// Acks, requeues or rejects `delivery`, counting it once the broker has
+/// the frame (a failure is logged by the settler: the broker redelivers).
+/// A dead-lettered delivery marks its CONSUMER span (being polled) as
+/// failed.
+async fn settle_delivery<R: DeadLetterReason>(
+    settler: &Settler,
+    delivery: &Delivery,
+    settle: Settle<R>,
+) {
     let queue = delivery.routing_key.as_str();
-    let settled = match settle {
-        Settle::Ack => delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| crate::metrics::amqp_acked(queue)),
-        Settle::Requeue => delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await
-            .map(|_| crate::metrics::amqp_nacked(queue)),
+    let outcome = match settle {
+        Settle::Ack => Outcome::Ack,
+        Settle::Requeue => Outcome::Requeue,
         Settle::DeadLetter(reason) => {
-            let reason = reason.label();
-            telemetry::hop::record_error_in_current_hop(format_args!("dead-lettered: {reason}"));
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map(|_| crate::metrics::amqp_dead_lettered(queue, reason))
+            telemetry::hop::record_error_in_current_hop(format_args!(
+                "dead-lettered: {}",
+                reason.label()
+            ));
+            Outcome::DeadLetter
         }
     };
-    if let Err(error) = settled {
-        tracing::warn!(%error, "could not settle the delivery; the broker will redeliver it");
+    if !settler.settle(delivery.delivery_tag, outcome).await {
+        return;
+    }
+    match settle {
+        Settle::Ack => crate::metrics::amqp_acked(queue),
+        Settle::Requeue => crate::metrics::amqp_nacked(queue),
+        Settle::DeadLetter(reason) => crate::metrics::amqp_dead_lettered(queue, reason.label()),
     }
 }

@@ -8,9 +8,11 @@
 //! - [`publish`]: publishing with publisher confirms, in a PRODUCER span;
 //! - [`stream`]: the event stream's declaration, its readers' start
 //!   offsets and its records;
+//! - [`settle`]: acking, requeuing and dead-lettering one channel's
+//!   deliveries, acks batched with `multiple` where delivery order allows;
 //! - [`consume`]: the consumer runtime the listeners and the dispatcher's
 //!   response consumer share: sessions, a task and a CONSUMER span per
-//!   delivery, and settling (ack, requeue, dead-letter).
+//!   delivery, settled through [`settle`].
 //!
 //! Each builds only on the ones above it.
 
@@ -18,9 +20,10 @@ pub mod connection;
 pub mod consume;
 pub mod message;
 pub mod publish;
+pub mod settle;
 pub mod stream;
 pub mod topology;
 
-pub use connection::{BrokerUrl, Readiness};
+pub use connection::{Broker, Readiness};
 pub use consume::{Consumer, ConsumerConfig, DeadLetterReason, Settle};
 pub use publish::{PublishError, publish_confirmed};

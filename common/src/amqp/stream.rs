@@ -3,24 +3,26 @@
 //!
 //! A stream is an append-only log: reading it removes nothing, and each
 //! reader chooses where it starts (`x-stream-offset`), so a subscriber that
-//! reconnects resumes at the offset it last saw. The writer (the
-//! dispatcher) and the readers (public-web, later the webhook sender)
-//! declare it through [`StreamConfig::declare`] with the same arguments,
-//! read from the same variables, so any start order works.
+//! reconnects resumes at the offset it last saw. The writers (the
+//! dispatcher, and the webhook-sender for its notices) and the readers
+//! (public-web, the webhook-sender) declare it through
+//! [`StreamConfig::declare`] with the same arguments, read from the same
+//! variables, so any start order works.
 //!
 //! A record is the event's JSON as it travelled, with the properties and
 //! headers [`crate::wire`] lists under "The event stream".
 
 use std::fmt;
 
-use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use opentelemetry::Context;
 
 use super::message;
 use crate::config::{self, ConfigError};
-use crate::wire::{STREAM_DIRECTION_HEADER, STREAM_SOURCE_HEADER};
+use crate::wire::{STREAM_DIRECTION_HEADER, STREAM_FILTER_HEADER, STREAM_SOURCE_HEADER};
 
 /// Where the stream is and how much of it the broker keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +66,8 @@ impl StreamConfig {
     }
 
     /// Declares the stream (durable, `x-queue-type: stream`, the retention
-    /// above). A stream that exists with other arguments is refused by
+    /// above). On a cluster the broker replicates a stream on every node,
+    /// as it does a quorum queue, whatever `QUEUE_TYPE` says. A stream that exists with other arguments is refused by
     /// the broker, which closes `channel`; the error log says what to do.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let mut args = FieldTable::default();
@@ -154,6 +157,51 @@ impl StartAt {
     }
 }
 
+/// A reader of `config`'s stream on a channel of its own: the stream
+/// declared, `prefetch` records of credit (acks only return credit on a
+/// stream), records from `start` on. The channel is returned with the
+/// consumer: closing it ends the read.
+pub async fn read(
+    connection: &Connection,
+    config: &StreamConfig,
+    prefetch: u16,
+    start: StartAt,
+) -> lapin::Result<(Channel, lapin::Consumer)> {
+    let channel = connection.create_channel().await?;
+    config.declare(&channel).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let records = channel
+        .basic_consume(
+            config.name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            start.consume_arguments(),
+        )
+        .await?;
+    Ok((channel, records))
+}
+
+/// The properties of a record: the event's id and type, its direction
+/// and source, the value broker-side filters match (its type), and the
+/// trace `context` it was recorded in, so whoever acts on the record later
+/// (a webhook delivery) can join that trace.
+pub fn record_properties(
+    id: &str,
+    kind: &str,
+    direction: &str,
+    source: &str,
+    context: &Context,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    message::set_header(&mut headers, STREAM_DIRECTION_HEADER, direction);
+    message::set_header(&mut headers, STREAM_SOURCE_HEADER, source);
+    message::set_header(&mut headers, STREAM_FILTER_HEADER, kind);
+    message::inject_context(context, &mut headers);
+    message::event_properties(id, kind).with_headers(headers)
+}
+
 /// One record read from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -165,6 +213,8 @@ pub struct Record {
     pub source: String,
     /// The event's JSON.
     pub body: Vec<u8>,
+    /// The W3C `traceparent` of the trace it was recorded in, if any.
+    pub traceparent: Option<String>,
 }
 
 impl Record {
@@ -187,6 +237,7 @@ impl Record {
             offset,
             direction: text(STREAM_DIRECTION_HEADER),
             source: text(STREAM_SOURCE_HEADER),
+            traceparent: message::header(&delivery.properties, "traceparent").map(str::to_owned),
             body: delivery.data,
         })
     }

@@ -37,10 +37,20 @@ pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
 /// (`span.scope(request.send())`), then
 /// [`record_client_outcome`].
 pub fn client_span(method: &'static str, url: &reqwest::Url) -> HopSpan {
+    client_span_in(method, url, telemetry::hop::current_context)
+}
+
+/// [`client_span`] as a child of the context `parent` gives, not the
+/// current one: a call made on behalf of a trace that began elsewhere.
+pub fn client_span_in(
+    method: &'static str,
+    url: &reqwest::Url,
+    parent: impl FnOnce() -> opentelemetry::Context,
+) -> HopSpan {
     HopSpan::start(
         || method.into(),
         SpanKind::Client,
-        telemetry::hop::current_context,
+        parent,
         || {
             vec![
                 KeyValue::new("http.request.method", method),

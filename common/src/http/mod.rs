@@ -20,7 +20,8 @@ use axum::http::StatusCode;
 use tower::timeout::TimeoutLayer;
 
 pub use client::{
-    client_builder, client_headers, client_span, error_chain, record_client_outcome, service_client,
+    client_builder, client_headers, client_span, client_span_in, error_chain,
+    record_client_outcome, service_client,
 };
 pub use error::{ApiError, not_found};
 pub use extract::{ApiJson, JsonEvent};

@@ -23,7 +23,10 @@
 //!   [`CALLBACK_URL_HEADER`] (the `/dispatch` URL of the public-web
 //!   instance that waits for the answer) and [`CORRELATION_HEADER`], a
 //!   server-made, unguessable id of the parked request; signed
-//!   ([`signature`]).
+//!   ([`signature`]). [`TIME_BUDGET_HEADER`] says how many milliseconds
+//!   the client still waits: the dispatcher may wait that long (and no
+//!   longer than its `PUBLISH_TIMEOUT_MS`) for a broker that is
+//!   reconnecting before it gives up with `503`.
 //! - dispatcher → public-web: `POST <callback URL>` with the response
 //!   event and the response's correlation id, signed the same way.
 //!   public-web answers `204`, or `404` when no one waits for that
@@ -39,8 +42,11 @@
 //! `x-dead-letter-exchange: ""`, `x-dead-letter-routing-key:
 //! <queue>.dead`; the dead-letter queue is durable with `x-max-length:`
 //! [`DEAD_LETTER_MAX_LENGTH`] and `x-max-length-bytes:`
-//! [`DEAD_LETTER_MAX_BYTES`]. Declare both with exactly these arguments
-//! (RabbitMQ refuses a redeclaration that differs).
+//! [`DEAD_LETTER_MAX_BYTES`]. Both are classic queues, or both quorum
+//! queues (`x-queue-type: quorum`, and on the work queue
+//! `x-delivery-limit:` [`DELIVERY_LIMIT`]), as the deployment's
+//! `QUEUE_TYPE` says. Declare both with exactly these arguments (RabbitMQ
+//! refuses a redeclaration that differs).
 //!
 //! A consumer dead-letters, unread, any message larger than its
 //! `MAX_MESSAGE_BYTES`; a listener whose response would be larger answers
@@ -78,8 +84,12 @@
 //! [`STREAM_SOURCE_HEADER`] (the service that produced the event:
 //! `public-web` for a client's request, the listener's `app_id` for a
 //! response) and `x-stream-filter-value` (the type, for brokers that
-//! filter streams). Correlation ids and callback URLs are not recorded:
-//! the stream is readable by subscribers, those are not theirs.
+//! filter streams), and the trace context it was recorded in. Correlation
+//! ids and callback URLs are not recorded: the stream is readable by
+//! subscribers, those are not theirs. The response to an asynchronous
+//! request (one without a callback URL) is acknowledged only once the
+//! stream confirmed it: the stream is its only way on. The webhook-sender
+//! appends `notice` records (`WebhookDeliveryExhausted`).
 //!
 //! # Trace context
 //!
@@ -99,10 +109,16 @@ pub use signature::{
 
 /// The `/dispatch` URL of the public-web instance waiting for an answer:
 /// an HTTP header from public-web to the dispatcher, then an AMQP header on
-/// the request and on its response.
+/// the request and on its response. A request without one is
+/// asynchronous: its response goes to the event stream only.
 pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
 
-/// Stream record header: `request` or `response`.
+/// public-web → dispatcher: the milliseconds left before the client's
+/// request times out. Relative, so the two hosts' clocks need not agree.
+pub const TIME_BUDGET_HEADER: &str = "x-time-budget-ms";
+
+/// Stream record header: `request`, `response`, or `notice` (what the
+/// platform says about deliveries, e.g. `WebhookDeliveryExhausted`).
 pub const STREAM_DIRECTION_HEADER: &str = "x-direction";
 
 /// Stream record header: the service that produced the event.
@@ -122,6 +138,11 @@ pub const DEAD_LETTER_MAX_LENGTH: i64 = 10_000;
 /// Nor more than this many bytes of them: ten thousand large messages
 /// would otherwise still fill it.
 pub const DEAD_LETTER_MAX_BYTES: i64 = 64 * 1024 * 1024;
+
+/// A quorum work queue dead-letters a message after this many deliveries
+/// (RabbitMQ 4's own default, made explicit so that every version agrees):
+/// a message that crashes its consumer every time cannot loop forever.
+pub const DELIVERY_LIMIT: i64 = 20;
 
 /// The dead-letter queue of `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {

@@ -72,6 +72,7 @@ function watch() {
     const row = document.createElement("li");
     row.dataset.offset = message.lastEventId;
     row.dataset.type = event.type;
+    row.dataset.id = event.id;
     row.textContent = `#${message.lastEventId} ${event.type} ${event.id} ${JSON.stringify(event.data)}`;
     const list = $("live");
     list.prepend(row);

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Event;
-use common::amqp::connection::{self, BrokerUrl, Readiness};
-use common::amqp::stream::{Record, StartAt, StreamConfig};
+use common::amqp::connection::{self, Broker, Readiness};
+use common::amqp::stream::{self, Record, StartAt, StreamConfig};
 use common::filter::{Filters, Subject};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::{Channel, Connection};
+use lapin::Connection;
+use lapin::options::BasicAckOptions;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -122,7 +122,7 @@ pub struct Hub {
 }
 
 struct Inner {
-    broker: BrokerUrl,
+    broker: Broker,
     stream: StreamConfig,
     shutdown: CancellationToken,
     started: AtomicBool,
@@ -151,7 +151,7 @@ impl Drop for Subscription {
 
 impl Hub {
     /// A hub reading `stream` on `broker` once started, until `shutdown`.
-    pub fn new(broker: BrokerUrl, stream: StreamConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(broker: Broker, stream: StreamConfig, shutdown: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
                 broker,
@@ -273,16 +273,8 @@ impl Inner {
             Some(last) => StartAt::Offset(last + 1),
             None => StartAt::Next,
         };
-        let channel = open_reader(&connection, &self.stream).await?;
-        let tag = format!("{}-{}", crate::SERVICE_NAME, uuid::Uuid::new_v4().simple());
-        let mut records = channel
-            .basic_consume(
-                self.stream.name.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                start.consume_arguments(),
-            )
-            .await?;
+        let (channel, mut records) =
+            stream::read(&connection, &self.stream, PREFETCH, start).await?;
         self.connection.send_replace(Some(connection.clone()));
         self.readiness.set(true);
         tracing::info!(stream = %self.stream.name, ?start, "reading the event stream");
@@ -380,15 +372,8 @@ impl Inner {
                 _ = cancel.cancelled() => return Ok(()),
             }
         };
-        let channel = open_reader(&connection, &self.stream).await?;
-        let mut records = channel
-            .basic_consume(
-                self.stream.name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                StartAt::Offset(*next).consume_arguments(),
-            )
-            .await?;
+        let (channel, mut records) =
+            stream::read(&connection, &self.stream, PREFETCH, StartAt::Offset(*next)).await?;
         loop {
             let delivery = tokio::select! {
                 delivery = records.next() => delivery,
@@ -452,16 +437,6 @@ impl Inner {
     }
 }
 
-/// A channel reading the stream: the stream declared, the credit set.
-async fn open_reader(connection: &Connection, stream: &StreamConfig) -> lapin::Result<Channel> {
-    let channel = connection.create_channel().await?;
-    stream.declare(&channel).await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    Ok(channel)
-}
-
 /// What filters read of a record.
 struct Parsed {
     event: Event,
@@ -489,6 +464,7 @@ fn stream_event(record: Record) -> Option<(Arc<StreamEvent>, Parsed)> {
         direction,
         source,
         body,
+        ..
     } = record;
     let event = Event::from_slice(&body).ok()?;
     // Frames and SSE lines carry the JSON on one line: a listener may have

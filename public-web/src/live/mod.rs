@@ -17,7 +17,7 @@ pub mod hub;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use common::amqp::BrokerUrl;
+use common::amqp::Broker;
 use common::amqp::stream::StreamConfig;
 use common::config::{self, ConfigError};
 use common::filter::{FilterError, Filters};
@@ -32,7 +32,7 @@ use self::hub::{Hub, Sink, Subscription, Unavailable};
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
     /// The broker the stream is on (`AMQP_URL`).
-    pub broker: BrokerUrl,
+    pub broker: Broker,
     /// The stream (`EVENT_STREAM`, `EVENT_STREAM_*`), declared with the
     /// same arguments as the dispatcher's.
     pub stream: StreamConfig,
@@ -47,7 +47,7 @@ pub struct LiveConfig {
 impl LiveConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            broker: BrokerUrl::from_env()?,
+            broker: Broker::from_env()?,
             stream: StreamConfig::from_env()?,
             verifier: Verifier::from_env()?,
             send_queue: config::parse_or("SEND_QUEUE_FRAMES", 1024)?,

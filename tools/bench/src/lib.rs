@@ -1,7 +1,7 @@
 //! What the benchmark binaries share: latency histograms and the report
 //! they print (the very [`req::LoadReport`] shape `req --json` prints, so
-//! bin/bench reads every scenario the same way), the broker URL, and
-//! reading a process's resident memory.
+//! bin/bench reads every scenario the same way), the broker URL, reading a
+//! process's resident memory and a service's gauges.
 
 pub mod report;
 
@@ -87,9 +87,41 @@ fn parse_vm_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The gauge `name` (unlabelled) from the Prometheus text at `url`.
+pub async fn scrape_gauge(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let text = http
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("scraping {url}"))?
+        .text()
+        .await?;
+    parse_gauge(&text, name).with_context(|| format!("{url} has no {name}"))
+}
+
+/// The value of an unlabelled gauge in Prometheus text.
+fn parse_gauge(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .map(|value| value.max(0.0) as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_an_unlabelled_gauge() {
+        let text = "# TYPE public_web_pending_requests gauge\npublic_web_pending_requests 1234\npublic_web_request_timeouts_total 0\n";
+        assert_eq!(parse_gauge(text, "public_web_pending_requests"), Some(1234));
+        assert_eq!(parse_gauge("", "public_web_pending_requests"), None);
+    }
 
     #[test]
     fn report_counts_errors_as_requests_but_not_in_latencies() {

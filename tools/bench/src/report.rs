@@ -12,14 +12,20 @@ use serde::Deserialize;
 pub const FLOOR: &str = "floor";
 pub const FULL: &str = "full";
 pub const FULL_TRACED: &str = "full-traced";
+pub const WS: &str = "ws";
 pub const PING: &str = "ping";
-const SCENARIOS: [&str; 4] = [FLOOR, FULL, FULL_TRACED, PING];
+const SCENARIOS: [&str; 5] = [FLOOR, FULL, WS, FULL_TRACED, PING];
+/// The floor study's points are `floor:<variant>` (`bin/bench
+/// --floor-study`); the first variant is the one the others are compared
+/// with.
+pub const FLOOR_VARIANT: &str = "floor:";
 
 fn label(scenario: &str) -> &str {
     match scenario {
         FLOOR => "raw AMQP floor",
         FULL => "full path, tracing off",
         FULL_TRACED => "full path, tracing on",
+        WS => "full path over WebSocket, tracing off",
         PING => "public-web /ping",
         other => other,
     }
@@ -153,6 +159,38 @@ pub struct Parked {
     pub extra_at_target_kib: f64,
 }
 
+/// What ws-idle-rss printed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct IdleSockets {
+    pub sockets: usize,
+    pub subscribed: usize,
+    pub rss_before_kib: u64,
+    pub rss_subscribed_kib: u64,
+    pub extra_kib: u64,
+    pub extra_bytes_per_socket: u64,
+    pub rss_after_hangup_kib: u64,
+    pub open_s: f64,
+}
+
+/// What webhook-bench printed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Webhooks {
+    pub requests: usize,
+    pub concurrency: usize,
+    pub delivered: usize,
+    pub delivered_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Answers sent one at a time after the burst, and their latency.
+    #[serde(default)]
+    pub idle_requests: usize,
+    #[serde(default)]
+    pub idle_p50_ms: f64,
+    #[serde(default)]
+    pub idle_p99_ms: f64,
+}
+
 fn http1() -> String {
     "http1".to_owned()
 }
@@ -167,6 +205,10 @@ pub struct Results {
     /// parked-rss against bench's bare-h2-server: what hyper alone spends
     /// per parked HTTP/2 stream, the floor under public-web's h2c figure.
     pub parked_floor: Option<Parked>,
+    /// ws-idle-rss: idle subscribed WebSockets on public-web.
+    pub idle_sockets: Option<IdleSockets>,
+    /// webhook-bench: answers delivered to a local endpoint.
+    pub webhooks: Option<Webhooks>,
 }
 
 /// Parses JSON lines, skipping blank ones; errors name the line.
@@ -277,6 +319,64 @@ impl Results {
         out
     }
 
+    /// The floor study, as Markdown: each variant of the AMQP floor at each
+    /// concurrency, its throughput and the CPU the broker and the client
+    /// spent per round trip, and how each differs from the first variant.
+    pub fn floor_study(&self) -> String {
+        let mut out = String::from(
+            "| variant | conc. | req/s | p50 ms | p99 ms | broker µs/rt | client µs/rt | req/s vs first | broker µs vs first |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        let per_round_trip = |point: &Point, process: &str| {
+            point
+                .cpu_ms
+                .get(process)
+                .map(|ms| ms * 1000.0 / point.report.requests.max(1) as f64)
+        };
+        let mut concurrencies: Vec<usize> = self.points.iter().map(|p| p.concurrency).collect();
+        concurrencies.sort_unstable();
+        concurrencies.dedup();
+        for concurrency in concurrencies {
+            let variants: Vec<&Point> = self
+                .points
+                .iter()
+                .filter(|p| p.concurrency == concurrency && p.scenario.starts_with(FLOOR_VARIANT))
+                .collect();
+            let Some(first) = variants.first() else {
+                continue;
+            };
+            let first_broker = per_round_trip(first, "broker");
+            for point in &variants {
+                let numbers = &point.report;
+                let rps = match point.rps_range {
+                    Some((low, high)) => format!("{:.0} ({low:.0}–{high:.0})", numbers.rps),
+                    None => format!("{:.0}", numbers.rps),
+                };
+                let micros =
+                    |value: Option<f64>| value.map_or("–".to_owned(), |v| format!("{v:.0}"));
+                let broker = per_round_trip(point, "broker");
+                let broker_change = match (broker, first_broker) {
+                    (Some(broker), Some(first)) => format!("{:+.0}", broker - first),
+                    _ => "–".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {:+.0} % | {} |",
+                    &point.scenario[FLOOR_VARIANT.len()..],
+                    concurrency,
+                    rps,
+                    numbers.p50_ms,
+                    numbers.p99_ms,
+                    micros(broker),
+                    micros(per_round_trip(point, "client")),
+                    (numbers.rps / first.report.rps.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
+                    broker_change,
+                );
+            }
+        }
+        out
+    }
+
     /// CPU microseconds each process spent per request, as Markdown: where
     /// the cores went.
     pub fn cpu(&self) -> String {
@@ -364,6 +464,22 @@ impl Results {
                 );
             }
         }
+        if let Some(idle) = &self.idle_sockets {
+            let _ = writeln!(
+                out,
+                "\nIdle WebSocket subscribers: {} sockets, {} subscribed (one subscription each, a filter \
+                 nothing matches), opened in {:.1} s; public-web RSS {:.1} → {:.1} MiB, **+{:.1} MiB** \
+                 ({} bytes per socket); {:.1} MiB after the clients hung up.",
+                idle.sockets,
+                idle.subscribed,
+                idle.open_s,
+                mib(idle.rss_before_kib),
+                mib(idle.rss_subscribed_kib),
+                mib(idle.extra_kib),
+                idle.extra_bytes_per_socket,
+                mib(idle.rss_after_hangup_kib),
+            );
+        }
         if let Some(floor) = &self.parked_floor {
             let _ = writeln!(
                 out,
@@ -378,6 +494,29 @@ impl Results {
             );
         }
         out
+    }
+
+    /// The webhook figures, as Markdown (empty when not measured).
+    pub fn webhooks(&self) -> String {
+        let Some(run) = &self.webhooks else {
+            return String::new();
+        };
+        format!(
+            "{} answers of asynchronous pings sent in a burst ({} in flight) delivered to an \
+             endpoint on this machine: **{:.1} deliveries/s**; from the `202` to the delivery \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (time in the queue, mostly). {} more sent \
+             one at a time, each after the last was delivered: p50 **{:.1} ms**, p99 \
+             **{:.1} ms**.\n",
+            run.delivered,
+            run.concurrency,
+            run.delivered_per_s,
+            run.p50_ms,
+            run.p99_ms,
+            run.max_ms,
+            run.idle_requests,
+            run.idle_p50_ms,
+            run.idle_p99_ms
+        )
     }
 
     /// The targets of the performance issue, each judged when measured.
@@ -417,6 +556,22 @@ impl Results {
                     (
                         format!("{:.0} vs {:.0}: {:.0} %", traced.rps, off.rps, cost * 100.0),
                         cost <= 0.10,
+                    )
+                }),
+        );
+        row(
+            "WebSocket request/reply at c=64 ≥ POST /'s req/s",
+            self.point(WS, 64)
+                .zip(self.point(FULL, 64))
+                .map(|(ws, post)| {
+                    (
+                        format!(
+                            "{:.0} vs {:.0} ({:+.0} %)",
+                            ws.rps,
+                            post.rps,
+                            (ws.rps / post.rps - 1.0) * 100.0
+                        ),
+                        ws.rps >= post.rps,
                     )
                 }),
         );
@@ -574,12 +729,16 @@ pub fn section(info: &RunInfo, results: &Results) -> String {
     }
     let _ = write!(
         out,
-        "\n### Throughput and latency\n\n{}\n### CPU per request (µs, all threads of each process)\n\n{}\n### Memory\n\n{}\n### Targets\n\n{}",
+        "\n### Throughput and latency\n\n{}\n### CPU per request (µs, all threads of each process)\n\n{}\n### Memory\n\n{}",
         results.table(),
         results.cpu(),
         results.memory(),
-        results.targets()
     );
+    let webhooks = results.webhooks();
+    if !webhooks.is_empty() {
+        let _ = write!(out, "\n### Webhooks\n\n{webhooks}");
+    }
+    let _ = write!(out, "\n### Targets\n\n{}", results.targets());
     out
 }
 
@@ -632,7 +791,28 @@ mod tests {
             ],
             parked: Vec::new(),
             parked_floor: None,
+            idle_sockets: None,
+            webhooks: None,
         }
+    }
+
+    #[test]
+    fn floor_variants_are_compared_with_the_first() {
+        let mut lean = point("floor:lean", 64, 15_000.0, 4.0, 0);
+        lean.cpu_ms.insert("broker".to_owned(), 400.0);
+        let results = Results {
+            points: vec![point("floor:product-like", 64, 10_000.0, 5.0, 0), lean],
+            ..Results::default()
+        };
+        let table = results.floor_study();
+        assert!(
+            table.contains("| product-like | 64 | 10000 | 2.500 | 5.000 | 500 | 250 | +0 % | +0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| lean | 64 | 15000 | 2.000 | 4.000 | 400 | 250 | +50 % | -100 |"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -675,6 +855,47 @@ mod tests {
             targets.contains("largest: dispatcher (off) 25.0 MiB | **no**"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn websocket_rows_are_judged_against_post_and_idle_sockets_reported() {
+        let mut results = results();
+        assert!(
+            results
+                .targets()
+                .contains("≥ POST /'s req/s | not measured")
+        );
+        results.points.push(point(WS, 64, 13_200.0, 9.0, 0));
+        let targets = results.targets();
+        assert!(
+            targets.contains("13200 vs 12000 (+10 %) | yes"),
+            "{targets}"
+        );
+        assert!(
+            results
+                .table()
+                .contains("| full path over WebSocket, tracing off | 64 | 13200 |")
+        );
+        let idle = r#"{"sockets":10000,"subscribed":10000,"held_open":10000,"rss_before_kib":10240,"rss_subscribed_kib":71680,"extra_kib":61440,"extra_bytes_per_socket":6291,"subscriptions_after_hangup":0,"rss_after_hangup_kib":20480,"open_s":4.2}"#;
+        results.idle_sockets = parse_lines(idle).unwrap().pop();
+        let memory = results.memory();
+        assert!(
+            memory.contains("10000 sockets, 10000 subscribed")
+                && memory.contains("**+60.0 MiB** (6291 bytes per socket)"),
+            "{memory}"
+        );
+    }
+
+    #[test]
+    fn webhook_figures_have_a_section_of_their_own() {
+        let mut results = results();
+        assert_eq!(results.webhooks(), "");
+        let line = r#"{"requests":2000,"concurrency":16,"delivered":2000,"errors":0,"sent_s":1.5,"delivered_per_s":812.3,"p50_ms":12.5,"p99_ms":48.0,"max_ms":60.1}"#;
+        results.webhooks = parse_lines(line).unwrap().pop();
+        let text = section(&RunInfo::default(), &results);
+        assert!(text.contains("### Webhooks"), "{text}");
+        assert!(text.contains("**812.3 deliveries/s**"), "{text}");
+        assert!(text.contains("p99 48.0 ms"), "{text}");
     }
 
     #[test]

@@ -3,16 +3,26 @@
 //!
 //! - [`payload`]: the event bodies `req` sends (a ping stamped per request,
 //!   or any fixed event).
-//! - [`single`]: one request, answered with what the CLI prints.
+//! - [`single`]: one request (HTTP or WebSocket), answered with what the
+//!   CLI prints.
 //! - [`load`]: the closed-loop load run and its [`load::LoadReport`].
+//! - [`ws`]: public-web's `/ws` socket, for `--ws` and `--watch`.
+//! - [`watch`]: a live subscription printed as it comes (`--watch`).
+//! - [`token`]: development subscriber tokens (`--mint-token`).
+//! - [`listen`]: a webhook receiver that verifies signatures
+//!   (`--webhook-listen`).
 //! - [`grafana`]: the Explore link that opens a trace in Tempo.
 
 pub mod grafana;
+pub mod listen;
 pub mod load;
 pub mod payload;
 pub mod single;
+pub mod token;
+pub mod watch;
+pub mod ws;
 
-pub use load::{Limit, LoadConfig, LoadReport, run_load};
+pub use load::{Limit, LoadConfig, LoadReport, Transport, run_load};
 pub use payload::Payload;
 
 /// Builds the URL `req` posts to from a base (`PUBLIC_WEB_URL`) and a path,

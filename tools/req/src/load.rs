@@ -1,7 +1,8 @@
 //! The closed-loop load run behind `req --concurrency N`.
 //!
-//! N workers share one keep-alive client; each sends its next request only
-//! when the previous one has answered, so the offered load adapts to the
+//! N workers share one keep-alive client (or, with `--ws`, each opens a
+//! WebSocket of its own); each sends its next request only when the
+//! previous one has answered, so the offered load adapts to the
 //! server and the latencies measured are the ones a client would see. The
 //! run stops at whichever limit comes first — a request count or a deadline
 //! — and the deadline is hard: requests still in flight then are dropped and
@@ -21,6 +22,7 @@ use reqwest::{Client, Url};
 use serde::Serialize;
 
 use crate::payload::Payload;
+use crate::ws::{self, Socket, WsError};
 
 /// When a run stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +62,24 @@ impl Limit {
     }
 }
 
+/// How requests reach public-web.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST` to the URL, over pooled keep-alive connections.
+    Http,
+    /// The same with `Prefer: respond-async`: answered `202` at once, the
+    /// answer going to the event stream.
+    HttpAsync,
+    /// Text frames on `GET /ws` of the URL's public-web, a socket per worker.
+    WebSocket,
+}
+
 /// Everything a load run needs.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// What is POSTed to, or with [`Transport::WebSocket`] the `/ws` URL.
     pub url: Url,
+    pub transport: Transport,
     pub payload: Payload,
     /// Workers, and so requests in flight and pooled connections.
     pub concurrency: NonZeroUsize,
@@ -118,6 +134,14 @@ enum ErrorKind {
 }
 
 impl ErrorKind {
+    fn of_ws(error: &WsError) -> Self {
+        match error {
+            WsError::Connect(_) => ErrorKind::Connect,
+            WsError::Refused { status, .. } => ErrorKind::Status(*status),
+            _ => ErrorKind::Other,
+        }
+    }
+
     fn of(error: &reqwest::Error) -> Self {
         // A connect that times out is both: the timeout is what the user set.
         if error.is_timeout() {
@@ -155,6 +179,9 @@ fn new_histogram() -> Histogram<u64> {
 struct Shared {
     client: Client,
     url: Url,
+    transport: Transport,
+    /// How long one request may take.
+    timeout: Duration,
     payload: Payload,
     limit: Limit,
     deadline: Option<Instant>,
@@ -202,6 +229,8 @@ pub async fn run_load(config: LoadConfig) -> Result<LoadReport, reqwest::Error> 
     let shared = Arc::new(Shared {
         client,
         url: config.url,
+        transport: config.transport,
+        timeout: config.timeout,
         payload: config.payload,
         limit: config.limit,
         deadline: config.limit.duration().map(|duration| begun + duration),
@@ -278,13 +307,34 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
         errors: BTreeMap::new(),
         abandoned: 0,
     };
+    // A worker's WebSocket, opened on its first request and again after a
+    // failure.
+    let mut socket = None;
     while shared.claim() {
         if let Some(pacer) = &shared.pacer {
             pacer.lock().await.tick().await;
         }
         let body = shared.payload.body();
         let sent = Instant::now();
-        let exchange = exchange(&shared.client, shared.url.clone(), body);
+        let exchange = async {
+            match shared.transport {
+                Transport::Http | Transport::HttpAsync => {
+                    let respond_async = shared.transport == Transport::HttpAsync;
+                    exchange(&shared.client, shared.url.clone(), body, respond_async).await
+                }
+                Transport::WebSocket => {
+                    let answer = tokio::time::timeout(
+                        shared.timeout,
+                        ws_exchange(&mut socket, &shared.url, body),
+                    )
+                    .await;
+                    answer.unwrap_or_else(|_| {
+                        socket = None;
+                        Err(ErrorKind::Timeout)
+                    })
+                }
+            }
+        };
         let outcome = match shared.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), exchange).await {
                 Ok(outcome) => outcome,
@@ -311,8 +361,13 @@ async fn worker(shared: Arc<Shared>) -> WorkerStats {
 }
 
 /// One request, read to the end so its connection goes back to the pool.
-async fn exchange(client: &Client, url: Url, body: Bytes) -> Result<(), ErrorKind> {
-    let response = crate::payload::post_json(client, url, body)
+async fn exchange(
+    client: &Client,
+    url: Url,
+    body: Bytes,
+    respond_async: bool,
+) -> Result<(), ErrorKind> {
+    let response = crate::payload::post_json(client, url, body, respond_async)
         .send()
         .await
         .map_err(|error| ErrorKind::of(&error))?;
@@ -322,6 +377,29 @@ async fn exchange(client: &Client, url: Url, body: Bytes) -> Result<(), ErrorKin
         return Err(ErrorKind::Status(status.as_u16()));
     }
     read.map(drop).map_err(|error| ErrorKind::of(&error))
+}
+
+/// One request over the worker's socket, opened first when there is none;
+/// a transport failure drops it, so the next request opens another.
+async fn ws_exchange(socket: &mut Option<Socket>, url: &Url, body: Bytes) -> Result<(), ErrorKind> {
+    let open = match socket {
+        Some(open) => open,
+        None => socket.insert(
+            Socket::connect(url, None)
+                .await
+                .map_err(|error| ErrorKind::of_ws(&error))?,
+        ),
+    };
+    match open.request(body).await {
+        Ok(answer) => match ws::answer_status(&answer) {
+            200 => Ok(()),
+            status => Err(ErrorKind::Status(status)),
+        },
+        Err(error) => {
+            *socket = None;
+            Err(ErrorKind::of_ws(&error))
+        }
+    }
 }
 
 fn progress_bar(limit: Limit, show: bool) -> ProgressBar {

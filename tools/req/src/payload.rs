@@ -48,16 +48,23 @@ pub fn now_millis() -> u64 {
         })
 }
 
-/// The request every mode sends: a JSON body POSTed to `url`.
+/// The request every HTTP mode sends: a JSON body POSTed to `url`, with
+/// `Prefer: respond-async` when the answer is to go to the event stream.
 pub(crate) fn post_json(
     client: &reqwest::Client,
     url: reqwest::Url,
     body: bytes::Bytes,
+    respond_async: bool,
 ) -> reqwest::RequestBuilder {
-    client
+    let request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
+        .body(body);
+    if respond_async {
+        request.header("prefer", "respond-async")
+    } else {
+        request
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! One request, as `req` without load flags sends it, and the words for
-//! what came back.
+//! One request, as `req` without load flags sends it (a `POST`, or with
+//! `--ws` a frame on `/ws`), and the words for what came back.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::{Client, StatusCode, Url};
 use serde_json::Value;
+
+use crate::ws::{self, Socket, WsError};
 
 /// The header public-web returns the request's trace id in.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
@@ -41,10 +43,18 @@ impl Answer {
     }
 }
 
-/// POSTs `body` to `url` and reads the whole answer.
-pub async fn send(client: &Client, url: Url, body: Bytes) -> Result<Answer, reqwest::Error> {
+/// POSTs `body` to `url` (asking for an asynchronous answer when
+/// `respond_async`) and reads the whole answer.
+pub async fn send(
+    client: &Client,
+    url: Url,
+    body: Bytes,
+    respond_async: bool,
+) -> Result<Answer, reqwest::Error> {
     let started = Instant::now();
-    let response = crate::payload::post_json(client, url, body).send().await?;
+    let response = crate::payload::post_json(client, url, body, respond_async)
+        .send()
+        .await?;
     let status = response.status();
     let trace_id = response
         .headers()
@@ -57,6 +67,42 @@ pub async fn send(client: &Client, url: Url, body: Bytes) -> Result<Answer, reqw
         trace_id,
         body,
         round_trip: started.elapsed(),
+    })
+}
+
+/// Sends `body` as a frame on a new `/ws` socket at `url` and reads its
+/// answer. The frame carries a fresh `traceparent`, so the answer's trace
+/// id is known although a frame has no response headers.
+pub async fn send_ws(url: &Url, body: Bytes, timeout: Duration) -> Result<Answer, WsError> {
+    let mut event: Value = serde_json::from_slice(&body)
+        .map_err(|error| WsError::Protocol(format!("the event is not JSON: {error}")))?;
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    if let Some(fields) = event.as_object_mut() {
+        fields.insert(
+            "traceparent".to_owned(),
+            Value::String(format!("00-{trace_id}-{span_id}-01")),
+        );
+    }
+    let exchange = async {
+        let mut socket = Socket::connect(url, None).await?;
+        let started = Instant::now();
+        let answer = socket.request(Bytes::from(event.to_string())).await?;
+        let round_trip = started.elapsed();
+        socket.close().await;
+        Ok::<_, WsError>((answer, round_trip))
+    };
+    let (answer, round_trip) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| {
+            WsError::Protocol(format!("no answer from {url} in time (see --timeout)"))
+        })??;
+    Ok(Answer {
+        status: StatusCode::from_u16(ws::answer_status(&answer))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        trace_id: Some(trace_id),
+        body: Bytes::from(answer.to_string()),
+        round_trip,
     })
 }
 

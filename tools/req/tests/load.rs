@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use req::{Limit, LoadConfig, LoadReport, Payload, run_load};
+use req::{Limit, LoadConfig, LoadReport, Payload, Transport, run_load};
 use serde_json::{Value, json};
 
 fn url(stub: &support::Stub, path: &str) -> reqwest::Url {
@@ -17,6 +17,7 @@ fn url(stub: &support::Stub, path: &str) -> reqwest::Url {
 fn config(url: reqwest::Url, concurrency: usize, limit: Limit) -> LoadConfig {
     LoadConfig {
         url,
+        transport: Transport::Http,
         payload: Payload::Ping,
         concurrency: NonZeroUsize::new(concurrency).unwrap(),
         limit,

@@ -38,6 +38,20 @@ pub fn load_json(relative: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{relative} is not valid JSON: {e}"))
 }
 
+/// Every `.rs` file under `dir`, at any depth.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// A JSON-with-comments file such as devcontainer.json: `//` and `/* */`
 /// comments are removed (outside strings) before parsing.
 pub fn load_jsonc(relative: &str) -> serde_json::Value {

@@ -2,8 +2,9 @@
 //! their files: every service is healthchecked and waits for healthy
 //! dependencies, every image is pinned, every mounted file exists, no host
 //! port is taken twice, the listeners can scale, scenario-listener finds
-//! its scenario and public-web, and the devcontainer runs the
-//! infrastructure around a dev container that stands in for the services.
+//! its scenario and public-web, the webhook-sender its PostgreSQL and its
+//! generated admin token, and the devcontainer runs the infrastructure
+//! around a dev container that stands in for the services.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -15,10 +16,11 @@ use stack_check::compose::{
 use stack_check::platform::{self, RUST_SERVICES};
 use stack_check::{files, scenarios};
 
-const INFRASTRUCTURE: [&str; 8] = [
+const INFRASTRUCTURE: [&str; 9] = [
     "secrets",
     "probe",
     "rabbitmq",
+    "postgres",
     "otel-collector",
     "tempo",
     "loki",
@@ -317,6 +319,7 @@ fn host_ports_follow_the_contract() {
     let expected: BTreeMap<u16, (String, u16)> = [
         (3000, ("public-web", 3000)),
         (3001, ("dispatcher", 3001)),
+        (3006, ("webhook-sender", 3006)),
         (3300, ("grafana", 3000)),
         (5672, ("rabbitmq", 5672)),
         (15672, ("rabbitmq", 15672)),
@@ -355,7 +358,10 @@ fn services_can_scale() {
 fn rust_services_are_wired_to_the_stack() {
     let compose = stack();
     let mut secrets = BTreeSet::new();
-    for platform::RustService { name, port, queue } in RUST_SERVICES {
+    for contract in RUST_SERVICES {
+        let platform::RustService {
+            name, port, queue, ..
+        } = contract;
         let service = compose.service(name);
         assert_eq!(
             service["build"]["target"].as_str(),
@@ -382,7 +388,21 @@ fn rust_services_are_wired_to_the_stack() {
                 .any(|word| word.contains(&format!("127.0.0.1:{port}/readyz"))),
             "{name}'s healthcheck must probe /readyz on its PORT {port}: {probe:?}"
         );
-        let Some(queue) = queue else {
+        // Only the webhook-sender keeps state, and only it waits for the
+        // database (webhook_sender_uses_… checks the rest).
+        assert_eq!(
+            env.contains_key("DATABASE_URL"),
+            contract.database,
+            "{name}: DATABASE_URL"
+        );
+        assert_eq!(
+            compose::depends_on(service)
+                .iter()
+                .any(|(dependency, _)| dependency == "postgres"),
+            contract.database,
+            "{name}: waits for PostgreSQL"
+        );
+        if contract.signs_internal_hops() {
             // public-web and the dispatcher: the two ends of the internal
             // hops, signed with the secret the `secrets` service makes.
             assert!(
@@ -396,6 +416,14 @@ fn rust_services_are_wired_to_the_stack() {
                     .any(|(dependency, _)| dependency == "secrets"),
                 "{name} waits for the secret"
             );
+            continue;
+        }
+        assert!(
+            !env.contains_key("CALLBACK_SECRET") && !env.contains_key("CALLBACK_SECRET_FILE"),
+            "{name} takes no part in the internal hops: no secret of theirs"
+        );
+        let Some(queue) = queue else {
+            assert!(contract.database, "{name}: a service of no known kind");
             continue;
         };
         // A listener consumes its own queue (the default, unless QUEUE says
@@ -532,7 +560,14 @@ fn storage_is_local_volumes_only() {
         let driver = definition["driver"].as_str().unwrap_or("local");
         assert_eq!(driver, "local", "volume {volume:?} must be a local volume");
     }
-    for stateful in ["rabbitmq", "tempo", "loki", "prometheus", "grafana"] {
+    for stateful in [
+        "rabbitmq",
+        "postgres",
+        "tempo",
+        "loki",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(
             compose::mounts(compose.service(stateful))
                 .iter()
@@ -694,6 +729,24 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
         None,
         "bin/restart.sh makes the dev container's secret; none is written down"
     );
+    assert_eq!(
+        env.get("ADMIN_TOKEN"),
+        None,
+        "bin/restart.sh makes the dev container's admin token; none is written down"
+    );
+    // bin/restart.sh and bin/test use the compose PostgreSQL, as the
+    // webhook-sender container does.
+    assert_eq!(
+        env.get("DATABASE_URL"),
+        compose::environment(compose.service("webhook-sender")).get("DATABASE_URL"),
+        "the dev container's DATABASE_URL is the webhook-sender's"
+    );
+    assert!(
+        compose::depends_on(dev)
+            .iter()
+            .any(|(dependency, _)| dependency == "postgres"),
+        "the dev container waits for PostgreSQL"
+    );
 
     let workspace = config["workspaceFolder"].as_str().expect("workspaceFolder");
     assert!(
@@ -743,7 +796,12 @@ fn devcontainer_runs_the_infrastructure_around_a_dev_container() {
 fn the_guide_names_the_ports_the_stack_publishes() {
     let guide = files::read_text("docs/stack.md");
     let compose = stack();
-    for (service, port) in [("public-web", 3000), ("grafana", 3300), ("rabbitmq", 15672)] {
+    for (service, port) in [
+        ("public-web", 3000),
+        ("webhook-sender", 3006),
+        ("grafana", 3300),
+        ("rabbitmq", 15672),
+    ] {
         assert!(
             compose::published_ports(compose.service(service))
                 .iter()
@@ -769,6 +827,231 @@ fn the_guide_names_the_ports_the_stack_publishes() {
         assert!(
             guide.contains(scaling),
             "docs/stack.md must show {scaling}N"
+        );
+    }
+    assert!(
+        guide.contains(&format!("cat {ADMIN_TOKEN_DIR}/admin-token")),
+        "docs/stack.md must tell how to read the webhook-sender's admin token"
+    );
+}
+
+/// Where the webhook-sender container finds its admin token.
+const ADMIN_TOKEN_DIR: &str = "/run/webhook-secrets";
+
+/// `postgres://user:password@host:port/database` as its parts.
+fn database_url_parts(url: &str) -> [&str; 5] {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or_else(|| panic!("{url} is no postgres:// URL"));
+    let (userinfo, rest) = rest
+        .split_once('@')
+        .unwrap_or_else(|| panic!("{url} names no user"));
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let (host_port, database) = rest
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{url} names no database"));
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
+    [user, password, host, port, database]
+}
+
+#[test]
+fn webhook_sender_uses_the_compose_postgres() {
+    let compose = stack();
+    let postgres = compose.service("postgres");
+    let db_env = compose::environment(postgres);
+    let user = db_env
+        .get("POSTGRES_USER")
+        .map_or("postgres", String::as_str);
+    let password = db_env
+        .get("POSTGRES_PASSWORD")
+        .expect("POSTGRES_PASSWORD: the image refuses to start without one");
+    let database = db_env.get("POSTGRES_DB").map_or(user, String::as_str);
+    let url = &compose::environment(compose.service("webhook-sender"))["DATABASE_URL"];
+    assert_eq!(
+        database_url_parts(url),
+        [user, password.as_str(), "postgres", "5432", database],
+        "the webhook-sender's DATABASE_URL is the compose PostgreSQL's"
+    );
+
+    // The data survives re-creation: a named volume where the image keeps
+    // PGDATA (/var/lib/postgresql/data up to 17; from 18 the image wants
+    // the volume one level up).
+    let image = postgres["image"].as_str().expect("postgres image");
+    let major: u32 = image
+        .split_once(':')
+        .and_then(|(_, tag)| tag.split(['.', '-']).next())
+        .and_then(|major| major.parse().ok())
+        .unwrap_or_else(|| panic!("{image}: no major version in the tag"));
+    let data = if major >= 18 {
+        "/var/lib/postgresql"
+    } else {
+        "/var/lib/postgresql/data"
+    };
+    assert!(
+        compose::mounts(postgres)
+            .iter()
+            .any(|m| matches!(m, Mount::Volume { target, .. } if target == data)),
+        "{image} keeps its data in a named volume at {data}"
+    );
+    // Ready means ready over TCP: while a new volume is initialised, the
+    // image's temporary server listens on the Unix socket only.
+    let probe = compose::healthcheck_test(postgres).expect("healthcheck");
+    assert!(
+        probe.iter().any(|w| w == "pg_isready")
+            && probe.windows(2).any(|w| w == ["-h", "127.0.0.1"])
+            && probe.windows(2).any(|w| w[0] == "-d" && w[1] == database),
+        "postgres's healthcheck asks pg_isready over TCP for {database}: {probe:?}"
+    );
+}
+
+#[test]
+fn webhook_sender_reads_a_generated_admin_token_and_allows_no_private_network() {
+    let compose = stack();
+    let sender = compose.service("webhook-sender");
+    let env = compose::environment(sender);
+    for written in ["ADMIN_TOKEN", "ADMIN_TOKEN_FILE"] {
+        assert!(
+            !env.contains_key(written),
+            "webhook-sender: no {written} written into the compose file"
+        );
+    }
+    assert_eq!(
+        env.get("WEBHOOK_ALLOW_CIDRS")
+            .map(String::as_str)
+            .unwrap_or(""),
+        "",
+        "webhook-sender: endpoints on the public internet only"
+    );
+    assert_eq!(
+        env.get("INTERNAL_BIND_ADDR").map(String::as_str),
+        Some("0.0.0.0"),
+        "webhook-sender: Prometheus and the published port reach it"
+    );
+    let published = compose::published_ports(sender);
+    assert!(
+        published.iter().all(|p| p.host_ip == "127.0.0.1"),
+        "the management API is published on the host's loopback only: {published:?}"
+    );
+
+    // The token's volume: made by the `secrets` service, mounted by the
+    // webhook-sender and by nobody else.
+    let volume = compose::mounts(sender)
+        .into_iter()
+        .find_map(|m| match m {
+            Mount::Volume { name, target } if target == ADMIN_TOKEN_DIR => Some(name),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("webhook-sender mounts no volume at {ADMIN_TOKEN_DIR}"));
+    for (name, service) in compose.services() {
+        let mounted_at = compose::mounts(service).into_iter().find_map(|m| match m {
+            Mount::Volume { name: v, target } if v == volume => Some(target),
+            _ => None,
+        });
+        match (name.as_str(), mounted_at) {
+            ("webhook-sender", _) => {}
+            ("secrets", Some(target)) => {
+                let file = format!("{target}/admin-token");
+                let command = service["command"]
+                    .as_sequence()
+                    .expect("the secrets command")
+                    .iter()
+                    .filter_map(|w| w.as_str())
+                    .map(compose::interpolate_unset)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                assert!(command.contains(&file), "the secrets service makes {file}");
+                let probe = compose::healthcheck_test(service)
+                    .expect("healthcheck")
+                    .join(" ");
+                assert!(
+                    probe.contains(&file),
+                    "the secrets service is healthy once {file} is made: {probe}"
+                );
+            }
+            ("secrets", None) => panic!("the secrets service does not fill volume {volume}"),
+            (other, Some(_)) => panic!("{other} mounts the admin token's volume {volume}"),
+            (_, None) => {}
+        }
+    }
+    assert!(
+        compose::depends_on(sender)
+            .iter()
+            .any(|(dependency, _)| dependency == "secrets"),
+        "webhook-sender waits for its token"
+    );
+
+    // ADMIN_TOKEN has no *_FILE form: the entrypoint reads the file into
+    // it and execs the binary (the Dockerfile stage's). Run it, as compose
+    // would after interpolation, on a token in a scratch directory.
+    let entrypoint: Vec<String> = sender["entrypoint"]
+        .as_sequence()
+        .expect("webhook-sender's entrypoint reads the token")
+        .iter()
+        .map(|w| compose::interpolate_unset(w.as_str().expect("entrypoint words are strings")))
+        .collect();
+    let [shell, flag, script] = entrypoint.as_slice() else {
+        panic!("the entrypoint is [shell, -c, script]: {entrypoint:?}");
+    };
+    assert_eq!((shell.as_str(), flag.as_str()), ("/bin/sh", "-c"));
+    let binary = "exec /usr/local/bin/webhook-sender";
+    assert!(script.ends_with(binary), "the script ends with `{binary}`");
+    let scratch = std::env::temp_dir().join(format!("stack-check-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("a scratch directory");
+    let script = script
+        .replace(ADMIN_TOKEN_DIR, &scratch.to_string_lossy())
+        .replace(binary, "exec printenv ADMIN_TOKEN");
+    let run = || {
+        Command::new("sh")
+            .args(["-c", &script])
+            .env_remove("ADMIN_TOKEN")
+            .output()
+            .expect("sh runs")
+    };
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(scratch.join("admin-token"), token).expect("the token file");
+    let with_token = run();
+    std::fs::write(scratch.join("admin-token"), "").expect("the token file");
+    let empty = run();
+    std::fs::remove_dir_all(&scratch).expect("the scratch directory goes");
+    assert!(
+        with_token.status.success(),
+        "the entrypoint fails: {}",
+        String::from_utf8_lossy(&with_token.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&with_token.stdout).trim(),
+        token,
+        "the service runs with the file's token as ADMIN_TOKEN"
+    );
+    assert!(
+        !empty.status.success(),
+        "with no token the entrypoint stops rather than run the management API disabled"
+    );
+}
+
+/// The event stream's settings: every service that reads or appends to the
+/// stream must agree on them (README), so none may set one the others don't.
+#[test]
+fn the_services_agree_on_the_event_stream() {
+    let compose = stack();
+    for variable in [
+        "EVENT_STREAM",
+        "EVENT_STREAM_MAX_AGE",
+        "EVENT_STREAM_MAX_BYTES",
+        "EVENT_STREAM_SEGMENT_BYTES",
+    ] {
+        let values: BTreeMap<Option<String>, Vec<&str>> =
+            RUST_SERVICES.iter().fold(BTreeMap::new(), |mut values, s| {
+                let env = compose::environment(compose.service(s.name));
+                let value = env.get(variable).map(|v| compose::interpolate_unset(v));
+                values.entry(value).or_default().push(s.name);
+                values
+            });
+        assert_eq!(
+            values.len(),
+            1,
+            "{variable} differs between services (None: the default): {values:?}"
         );
     }
 }

@@ -9,9 +9,9 @@
 //! its `pub use child::…` re-export is.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use stack_check::files::repo_root;
+use stack_check::files::{repo_root, rust_files};
 
 /// The crates whose modules are checked: the product and the tooling.
 const CRATES: &[&str] = &[
@@ -21,6 +21,7 @@ const CRATES: &[&str] = &[
     "ping-listener",
     "prime-listener",
     "scenario-listener",
+    "webhook-sender",
     "tools/bench",
     "tools/otlp-receiver",
     "tools/req",
@@ -105,19 +106,6 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
         found.insert(path.join("::"), code);
     }
     found
-}
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// Module → the other modules it imports.

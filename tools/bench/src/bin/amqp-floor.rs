@@ -1,20 +1,26 @@
 //! amqp-floor: the raw AMQP request/reply floor the full path is compared
 //! with — only the two broker hops, nothing else.
 //!
-//! One process, two connections: a "server" consumes the request queue and
-//! publishes each reply to the request's `reply_to`; a closed-loop client
-//! keeps `--concurrency` requests in flight and matches replies on one
-//! shared reply queue through a correlation map (the layout the pitfalls
-//! note measured fastest). By default it does the same broker work per
-//! round trip as the product: publisher confirms on both publishes, manual
-//! acks with a prefetch of 64, transient messages of the product's sizes and
-//! properties. Prints the `req --json` line: rps, p50/p90/p99/max, requests,
-//! errors.
+//! One process: a "server" consumes the request queue and publishes each
+//! reply to the request's `reply_to`; a closed-loop client keeps
+//! `--concurrency` requests in flight and matches replies on one shared
+//! reply queue through a correlation map (the layout the pitfalls note
+//! measured fastest). Every run keeps the product's guarantees: publisher
+//! confirms on both publishes, manual acks, and the request queue declared
+//! as the product declares its work queues (a dead-letter queue behind it).
+//! Prints the `req --json` line: rps, p50/p90/p99/max, requests, errors.
 //!
-//! Its queues have unique names, are auto-delete (so even a killed run
-//! leaves nothing once its connections drop) and are deleted at the end.
+//! Each property the product adds on top of those guarantees is an option,
+//! so bin/bench's floor study can price them one at a time: a connection
+//! (and its I/O thread) per side, `mandatory`, per-message or queue-level
+//! expiration, a header table, prefetch, the channel layout, the runtime,
+//! and acks one by one or batched with `multiple`.
+//!
+//! Its queues have unique names and are deleted at the end; the reply
+//! queue is auto-delete, so even a killed run leaves only the request
+//! queue and its dead-letter queue (named `amqp-floor-…`) behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +36,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Raw AMQP request/reply at a fixed concurrency.
@@ -57,7 +63,39 @@ struct Cli {
     /// runtime (lapin's I/O threads, one per connection, come on top).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Both sides on one connection (one lapin I/O thread) instead of a
+    /// connection each, as the dispatcher and a listener have.
+    #[arg(long)]
+    one_connection: bool,
+    /// Publish without `mandatory` (the product sets it, so an unroutable
+    /// message comes back instead of vanishing).
+    #[arg(long)]
+    no_mandatory: bool,
+    /// How requests expire: `message` (an `expiration` property on each,
+    /// as the dispatcher sets MESSAGE_TTL_MS), `queue` (`x-message-ttl` on
+    /// the request queue) or `none`.
+    #[arg(long, default_value = "message")]
+    expiration: Expiration,
+    /// Send no header table (the product's messages carry
+    /// `x-callback-url`, and the trace context when tracing is on).
+    #[arg(long)]
+    no_headers: bool,
+    /// Acknowledge with `multiple`: one ack for every delivery completed
+    /// in order since the last one, instead of one ack each.
+    #[arg(long)]
+    ack_multiple: bool,
 }
+
+/// Where a request's time to live is set; see `--expiration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Expiration {
+    Message,
+    Queue,
+    None,
+}
+
+/// The requests' time to live, as the dispatcher's default MESSAGE_TTL_MS.
+const MESSAGE_TTL_MS: u32 = 10_000;
 
 /// A request body the size of the dispatcher's PingRequest message.
 fn request_body() -> Vec<u8> {
@@ -142,48 +180,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server_connection = connect("amqp-floor-server")
         .await
         .context("connecting the server side")?;
-    let client_connection = connect("amqp-floor-client")
-        .await
-        .context("connecting the client side")?;
+    let client_connection = if cli.one_connection {
+        None
+    } else {
+        Some(
+            connect("amqp-floor-client")
+                .await
+                .context("connecting the client side")?,
+        )
+    };
     let server = Side::open(&server_connection, &cli).await?;
-    let client = Side::open(&client_connection, &cli).await?;
+    let client = Side::open(
+        client_connection.as_ref().unwrap_or(&server_connection),
+        &cli,
+    )
+    .await?;
 
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let request_queue = format!("amqp-floor-{run_id}-requests");
+    let dead_queue = format!("{request_queue}.dead");
     let reply_queue = format!("amqp-floor-{run_id}-replies");
-    let transient = QueueDeclareOptions {
-        auto_delete: true,
-        ..QueueDeclareOptions::default()
-    };
-    server
-        .consume
-        .queue_declare(
-            request_queue.as_str().into(),
-            transient,
-            FieldTable::default(),
-        )
-        .await?;
+    declare_request_queue(&server.consume, &request_queue, &dead_queue, cli.expiration).await?;
     client
         .consume
         .queue_declare(
             reply_queue.as_str().into(),
-            transient,
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
             FieldTable::default(),
         )
         .await?;
 
-    let confirms = !cli.no_confirms;
+    let message = MessageShape::from_cli(&cli);
     let server_task = tokio::spawn(serve(
         server.consume.clone(),
         server.publish.clone(),
         request_queue.clone(),
-        confirms,
+        message.clone(),
     ));
     let waiters: Waiters = Arc::default();
     let replies_task = tokio::spawn(route_replies(
         client.consume.clone(),
         reply_queue.clone(),
         waiters.clone(),
+        message.ack_multiple,
     ));
 
     let began = Instant::now();
@@ -195,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         body: request_body(),
         waiters,
         next_id: AtomicU64::new(0),
-        confirms,
+        message: message.clone(),
         deadline,
     });
     let workers: Vec<_> = (0..cli.concurrency.get())
@@ -218,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     replies_task.abort();
     for (channel, queue) in [
         (&server.consume, &request_queue),
+        (&server.consume, &dead_queue),
         (&client.consume, &reply_queue),
     ] {
         if let Err(error) = channel
@@ -227,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("amqp-floor: deleting {queue}: {error}");
         }
     }
-    for connection in [&client_connection, &server_connection] {
+    for connection in client_connection.iter().chain([&server_connection]) {
         connection.close(200, "done".into()).await.ok();
     }
 
@@ -244,13 +287,113 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.duration_s,
         report.rps,
         report.concurrency,
-        if confirms { "on" } else { "off" },
+        if message.confirms { "on" } else { "off" },
         report.p50_ms,
         report.p99_ms,
         report.errors
     );
     println!("{}", report.to_json_line());
     Ok(())
+}
+
+/// Declares the request queue as the product declares a work queue
+/// (durable, dead-lettering to `dead`, which is declared too), with
+/// `x-message-ttl` when requests expire at the queue level.
+async fn declare_request_queue(
+    channel: &Channel,
+    queue: &str,
+    dead: &str,
+    expiration: Expiration,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(dead.into(), durable, FieldTable::default())
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(LongString::from(dead)),
+    );
+    if expiration == Expiration::Queue {
+        args.insert(
+            ShortString::from("x-message-ttl"),
+            AMQPValue::LongUInt(MESSAGE_TTL_MS),
+        );
+    }
+    channel
+        .queue_declare(queue.into(), durable, args)
+        .await
+        .map(|_| ())
+}
+
+/// What every message of a run carries and how it is published and
+/// acknowledged, from the options.
+#[derive(Debug, Clone)]
+struct MessageShape {
+    confirms: bool,
+    mandatory: bool,
+    per_message_expiration: bool,
+    headers: bool,
+    ack_multiple: bool,
+}
+
+impl MessageShape {
+    fn from_cli(cli: &Cli) -> Self {
+        Self {
+            confirms: !cli.no_confirms,
+            mandatory: !cli.no_mandatory,
+            per_message_expiration: cli.expiration == Expiration::Message,
+            headers: !cli.no_headers,
+            ack_multiple: cli.ack_multiple,
+        }
+    }
+
+    fn options(&self) -> BasicPublishOptions {
+        BasicPublishOptions {
+            mandatory: self.mandatory,
+            ..BasicPublishOptions::default()
+        }
+    }
+
+    /// The properties both kinds of message share, with the header table
+    /// unless `--no-headers`.
+    fn properties(&self, id: ShortString, kind: &str) -> BasicProperties {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(id)
+            .with_type(kind.into());
+        if self.headers {
+            properties.with_headers(callback_headers())
+        } else {
+            properties
+        }
+    }
+
+    /// Publishes `body` to `queue` on `channel`, waiting for its confirm
+    /// when confirms are on.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), &'static str> {
+        let confirm = channel
+            .basic_publish("".into(), queue.into(), self.options(), body, properties)
+            .await
+            .map_err(|_| "publish")?;
+        if self.confirms && confirm.await.map_err(|_| "publish")?.is_nack() {
+            return Err("nack");
+        }
+        Ok(())
+    }
 }
 
 /// Answers every request with a reply of the listener's size: publish
@@ -260,7 +403,7 @@ async fn serve(
     consume: Channel,
     publish: Channel,
     queue: String,
-    confirms: bool,
+    message: MessageShape,
 ) -> lapin::Result<()> {
     let mut deliveries = consume
         .basic_consume(
@@ -270,52 +413,106 @@ async fn serve(
             FieldTable::default(),
         )
         .await?;
+    let acks = Acks::start(consume.clone(), message.ack_multiple);
     let reply: Arc<[u8]> = reply_body().into();
+    let message = Arc::new(message);
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
-        let publish = publish.clone();
-        let reply = reply.clone();
+        let (publish, reply, message, acks) = (
+            publish.clone(),
+            reply.clone(),
+            message.clone(),
+            acks.clone(),
+        );
         tokio::spawn(async move {
             let properties = &delivery.properties;
             let (Some(reply_to), Some(id)) = (properties.reply_to(), properties.message_id())
             else {
                 return;
             };
-            let reply_properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_message_id(id.clone())
-                .with_type("PingResponse".into())
-                .with_correlation_id(id.clone())
-                .with_headers(callback_headers());
-            let published = async {
-                let confirm = publish
-                    .basic_publish(
-                        "".into(),
-                        reply_to.clone(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        &reply,
-                        reply_properties,
-                    )
-                    .await?;
-                if confirms {
-                    confirm.await?;
-                }
-                lapin::Result::Ok(())
-            };
-            if published.await.is_ok() {
-                delivery.ack(BasicAckOptions::default()).await.ok();
-            }
+            let reply_properties = message
+                .properties(id.clone(), "PingResponse")
+                .with_correlation_id(id.clone());
+            // A failed reply is still acknowledged: the client counts it
+            // as a timeout, and an ack in order keeps `multiple` going.
+            message
+                .publish(&publish, reply_to.as_str(), &reply, reply_properties)
+                .await
+                .ok();
+            acks.done(delivery.delivery_tag).await;
         });
     }
     Ok(())
 }
 
+/// Acknowledges the deliveries of one channel: each on its own, or (with
+/// `--ack-multiple`) the longest run completed in delivery order with one
+/// `multiple` ack, so deliveries that finish out of order still batch.
+#[derive(Clone)]
+enum Acks {
+    Each(Channel),
+    InOrder(mpsc::UnboundedSender<u64>),
+}
+
+impl Acks {
+    fn start(channel: Channel, multiple: bool) -> Self {
+        if !multiple {
+            return Self::Each(channel);
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(ack_in_order(channel, receiver));
+        Self::InOrder(sender)
+    }
+
+    /// The delivery `tag` is handled and may be acknowledged.
+    async fn done(&self, tag: u64) {
+        match self {
+            Self::Each(channel) => {
+                channel
+                    .basic_ack(tag, BasicAckOptions::default())
+                    .await
+                    .ok();
+            }
+            Self::InOrder(sender) => {
+                sender.send(tag).ok();
+            }
+        }
+    }
+}
+
+/// Collects handled delivery tags and acknowledges, each time the run of
+/// consecutive handled tags grows, up to its end at once. A channel's tags
+/// start at 1.
+async fn ack_in_order(channel: Channel, mut handled: mpsc::UnboundedReceiver<u64>) {
+    let mut waiting = BTreeSet::new();
+    let mut next = 1;
+    while let Some(tag) = handled.recv().await {
+        waiting.insert(tag);
+        while let Ok(tag) = handled.try_recv() {
+            waiting.insert(tag);
+        }
+        let mut last = None;
+        while waiting.remove(&next) {
+            last = Some(next);
+            next += 1;
+        }
+        if let Some(last) = last {
+            channel
+                .basic_ack(last, BasicAckOptions { multiple: true })
+                .await
+                .ok();
+        }
+    }
+}
+
 /// Hands each reply to the request waiting for its correlation id, then
-/// acks it.
-async fn route_replies(channel: Channel, queue: String, waiters: Waiters) -> lapin::Result<()> {
+/// acknowledges it.
+async fn route_replies(
+    channel: Channel,
+    queue: String,
+    waiters: Waiters,
+    ack_multiple: bool,
+) -> lapin::Result<()> {
     let mut deliveries = channel
         .basic_consume(
             queue.as_str().into(),
@@ -324,6 +521,7 @@ async fn route_replies(channel: Channel, queue: String, waiters: Waiters) -> lap
             FieldTable::default(),
         )
         .await?;
+    let acks = Acks::start(channel.clone(), ack_multiple);
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
         let waiter = delivery
@@ -335,7 +533,7 @@ async fn route_replies(channel: Channel, queue: String, waiters: Waiters) -> lap
         if let Some(waiter) = waiter {
             waiter.send(()).ok();
         }
-        delivery.ack(BasicAckOptions::default()).await?;
+        acks.done(delivery.delivery_tag).await;
     }
     channel
         .basic_cancel("amqp-floor-client".into(), BasicCancelOptions::default())
@@ -350,7 +548,7 @@ struct Shared {
     body: Vec<u8>,
     waiters: Waiters,
     next_id: AtomicU64,
-    confirms: bool,
+    message: MessageShape,
     deadline: Instant,
 }
 
@@ -402,33 +600,22 @@ async fn round_trip(
     reply: oneshot::Receiver<()>,
 ) -> Result<(), &'static str> {
     let id = id.to_string();
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_message_id(id.as_str().into())
-        .with_type("PingRequest".into())
-        .with_reply_to(shared.reply_queue.as_str().into())
-        .with_expiration("10000".into())
-        .with_headers(callback_headers());
-    let confirm = shared
-        .channel
-        .basic_publish(
-            "".into(),
-            shared.request_queue.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
+    let mut properties = shared
+        .message
+        .properties(id.as_str().into(), "PingRequest")
+        .with_reply_to(shared.reply_queue.as_str().into());
+    if shared.message.per_message_expiration {
+        properties = properties.with_expiration(MESSAGE_TTL_MS.to_string().into());
+    }
+    shared
+        .message
+        .publish(
+            &shared.channel,
+            &shared.request_queue,
             &shared.body,
             properties,
         )
-        .await
-        .map_err(|_| "publish")?;
-    if shared.confirms {
-        let confirmation = confirm.await.map_err(|_| "publish")?;
-        if confirmation.is_nack() {
-            return Err("nack");
-        }
-    }
+        .await?;
     match tokio::time::timeout(ROUND_TRIP_TIMEOUT, reply).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("lost"),

@@ -26,6 +26,12 @@ struct Cli {
     /// parked-rss's JSON line for bench's bare-h2-server (hyper's floor).
     #[arg(long)]
     parked_floor: Option<PathBuf>,
+    /// ws-idle-rss's JSON line.
+    #[arg(long)]
+    idle_sockets: Option<PathBuf>,
+    /// webhook-bench's JSON line.
+    #[arg(long)]
+    webhooks: Option<PathBuf>,
     /// The OTLP sink's /stats JSON.
     #[arg(long)]
     sink: Option<PathBuf>,
@@ -47,6 +53,9 @@ struct Cli {
     /// Rewrite the generated section of this Markdown file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Print only the floor study's table (`bin/bench --floor-study`).
+    #[arg(long)]
+    floor_study: bool,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -80,6 +89,18 @@ fn main() -> anyhow::Result<ExitCode> {
         .map(lines)
         .transpose()?
         .and_then(|mut floor| floor.pop());
+    let idle_sockets = cli
+        .idle_sockets
+        .as_ref()
+        .map(lines)
+        .transpose()?
+        .and_then(|mut idle| idle.pop());
+    let webhooks = cli
+        .webhooks
+        .as_ref()
+        .map(lines)
+        .transpose()?
+        .and_then(|mut runs| runs.pop());
     let sink: BTreeMap<String, u64> = match &cli.sink {
         Some(path) => serde_json::from_str(read(path)?.trim())
             .with_context(|| format!("parsing {}", path.display()))?,
@@ -92,6 +113,8 @@ fn main() -> anyhow::Result<ExitCode> {
         idle,
         parked,
         parked_floor,
+        idle_sockets,
+        webhooks,
     };
     let info = RunInfo {
         date: cli.date,
@@ -103,6 +126,18 @@ fn main() -> anyhow::Result<ExitCode> {
         duration: cli.duration,
         sink,
     };
+    if cli.floor_study {
+        println!(
+            "Floor study, {} ({}; {}; RabbitMQ {}; {} per point)\n\n{}",
+            info.date,
+            info.command,
+            info.tree,
+            info.rabbitmq,
+            info.duration,
+            results.floor_study()
+        );
+        return Ok(exit_code(&failures));
+    }
     let section = report::section(&info, &results);
     println!("{section}");
     if let Some(path) = &cli.markdown {
@@ -111,12 +146,17 @@ fn main() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench-report: results written to {}", path.display());
     }
-    for failure in &failures {
+    Ok(exit_code(&failures))
+}
+
+/// Reports the failures; success when there are none.
+fn exit_code(failures: &[String]) -> ExitCode {
+    for failure in failures {
         eprintln!("bench-report: FAILED: {failure}");
     }
-    Ok(if failures.is_empty() {
+    if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

@@ -322,16 +322,7 @@ fn http1_request_bytes() -> Vec<u8> {
 
 /// `public_web_pending_requests` from public-web's /metrics.
 async fn pending(http: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
-    let text = http
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .context("scraping public-web's /metrics")?
-        .text()
-        .await?;
-    parse_gauge(&text, "public_web_pending_requests")
-        .with_context(|| "public-web's /metrics has no public_web_pending_requests")
+    bench::scrape_gauge(http, url, "public_web_pending_requests").await
 }
 
 /// Polls the gauge until `done` holds or the deadline passes; returns the
@@ -351,27 +342,9 @@ async fn wait_for(
     }
 }
 
-/// The value of an unlabelled gauge in Prometheus text.
-fn parse_gauge(text: &str, name: &str) -> Option<usize> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (metric, value) = line.split_once(' ')?;
-            (metric == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .map(|value| value.max(0.0) as usize)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_pending_gauge() {
-        let text = "# TYPE public_web_pending_requests gauge\npublic_web_pending_requests 1234\npublic_web_request_timeouts_total 0\n";
-        assert_eq!(parse_gauge(text, "public_web_pending_requests"), Some(1234));
-        assert_eq!(parse_gauge("", "public_web_pending_requests"), None);
-    }
 
     #[test]
     fn slope_fits_the_samples_past_the_start() {
