@@ -136,7 +136,7 @@ impl<H: Handler> Listener<H> {
             publish_timeout: config.publish_timeout,
             max_message_bytes: config.consumer.max_message_bytes,
             app_id: config.consumer.connection_name.as_str().into(),
-            refusals: Refusals::default(),
+            refusals: Refusals::new(config.publish_timeout),
         });
         Ok(Self {
             config,
@@ -198,7 +198,7 @@ impl<H: Handler> amqp::Consumer for Answerer<H> {
 
     async fn session_unusable(&self) -> String {
         self.refusals.renewal_requested().await;
-        "the broker keeps refusing this session's replies".to_owned()
+        "the broker keeps refusing, or stopped confirming, this session's replies".to_owned()
     }
 
     async fn handle(

@@ -373,7 +373,7 @@ impl Consumer for Callbacks {
 
     async fn session_unusable(&self) -> String {
         self.publisher.refusals.renewal_requested().await;
-        "the broker keeps refusing this session's publishes".to_owned()
+        "the broker keeps refusing, or stopped confirming, this session's publishes".to_owned()
     }
 
     fn session_ended(&self) {

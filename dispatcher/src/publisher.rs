@@ -5,8 +5,9 @@
 //! A broker that is reconnecting (a blip, a cluster node lost) is not an
 //! error for the client: a publish waits for the next session and tries
 //! again there, until its time budget runs out; a publish the broker
-//! refused (nack) is tried again, and when the refusals go on the session
-//! is replaced ([`Refusals`]). Publishing twice is safe
+//! refused (nack) is tried again, and when the refusals go on, or a confirm
+//! is long overdue, the session is replaced ([`Refusals`]) and the publish
+//! is made again on the new one. Publishing twice is safe
 //! where the first try's fate is unknown (the connection died before the
 //! confirm): requests are delivered at least once, and a second answer to
 //! the same request finds nobody waiting for it.
@@ -46,7 +47,7 @@ impl Publisher {
             reply_to: config.response_queue.as_str().into(),
             expiration: config.message_ttl.as_millis().to_string().into(),
             timeout: config.publish_timeout,
-            refusals: Refusals::default(),
+            refusals: Refusals::new(config.publish_timeout),
         }
     }
 
@@ -86,9 +87,18 @@ impl Publisher {
             let channel = next_channel(&mut sessions, deadline).await?;
             let published = self
                 .refusals
-                .publish(&channel, queue, body, &properties, deadline)
-                .await;
-            match published {
+                .publish(&channel, queue, body, &properties, deadline);
+            let outcome = tokio::select! {
+                outcome = published => outcome,
+                // A new session while the confirm is awaited (this one was
+                // replaced: refused, stalled or lost): the old channel's
+                // confirm may never come, so publish again on the new one.
+                _ = sessions.changed() => {
+                    tracing::debug!(queue, "the session changed during a publish; trying again");
+                    continue;
+                }
+            };
+            match outcome {
                 // The session died under the publish: try the next one,
                 // once the session has changed (the channel's state can
                 // lag the error that ended it).

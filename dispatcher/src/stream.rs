@@ -233,17 +233,11 @@ impl Sessions {
         };
         self.channel.send_replace(None);
         if outcome.is_ok() {
-            // An unresponsive broker must not hold up the shutdown.
-            tokio::time::timeout(CLOSE_TIMEOUT, connection::close(&connection))
-                .await
-                .ok();
+            connection::close(&connection).await;
         }
         outcome
     }
 }
-
-/// How long closing the writer's connection may take at shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Writer {
     /// Connects, and publishes records until `shutdown`, then what is

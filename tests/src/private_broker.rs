@@ -176,12 +176,28 @@ impl PrivateBroker {
             .expect("rabbitmqctl runs");
         assert!(
             output.status.success(),
-            "rabbitmqctl {args:?} on {}: {}{}",
+            "rabbitmqctl {args:?} on {}: {}{}\nits log ends:\n{}",
             self.node,
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            self.log_events(60).join("\n")
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Whether the node's broker finishes booting within `limit`
+    /// (`rabbitmqctl await_startup`): a node that paused (pause_minority)
+    /// boots again by itself once the network heals.
+    pub async fn booted_within(&self, limit: Duration) -> bool {
+        let seconds = limit.as_secs().to_string();
+        let output = self
+            .script(self.scripts.join("rabbitmqctl"))
+            .args(["-n", &self.node, "await_startup", "--timeout", &seconds])
+            .output();
+        matches!(
+            tokio::time::timeout(limit + Duration::from_secs(10), output).await,
+            Ok(Ok(output)) if output.status.success()
+        )
     }
 
     /// `program` (one of RabbitMQ's scripts) with the node's environment,

@@ -256,8 +256,10 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 
 /// How long opening a connection (TCP and the AMQP handshake) may take.
 /// lapin has no limit of its own, so a peer that accepts but never speaks
-/// AMQP would otherwise hold the supervisor forever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// AMQP would otherwise hold the supervisor forever. A reachable node
+/// answers in milliseconds; one cut off holds the supervisor this long
+/// before it moves on to the next node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The largest AMQP frame asked for when the URL names none
 /// (`?frame_max=` does). lapin keeps a send and a receive buffer of 32
@@ -294,10 +296,19 @@ pub async fn connection_failed(connection: &Connection) -> lapin::Error {
     lapin::Error::from(std::io::Error::other("the connection's event stream ended"))
 }
 
-/// Closes the connection with reply code 200 (normal shutdown).
+/// How long closing a connection may take. A broker that does not answer
+/// (a node cut off, a connection it has stopped reading) would otherwise
+/// hold the caller until the socket gives up: a session being replaced
+/// and a service shutting down go on without the broker's close-ok.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes the connection with reply code 200 (normal shutdown), waiting
+/// at most [`CLOSE_TIMEOUT`] for the broker to agree.
 pub async fn close(connection: &Connection) {
-    if let Err(error) = connection.close(200, "shutting down".into()).await {
-        tracing::debug!(%error, "closing the AMQP connection");
+    match tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "shutting down".into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "closing the AMQP connection"),
+        Err(_) => tracing::debug!("the broker did not answer the close within {CLOSE_TIMEOUT:?}"),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Publishing with publisher confirms: a message is published only when
 //! the broker says it has it, in a queue; and what a session does when the
-//! broker keeps refusing its publishes ([`Refusals`]).
+//! broker keeps refusing its publishes or stops confirming them
+//! ([`Refusals`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -111,20 +113,42 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(200);
 /// again after an election, so a healthy session is not torn down for one.
 const RENEW_AFTER: Duration = Duration::from_secs(2);
 
-/// The broker refusing (nacking) a session's publishes. Nothing refused was
-/// enqueued, so a refused publish is tried again after a pause; when the
-/// refusals go on, the session is asked to make way for a new one
-/// (the consumer's `session_unusable`).
-/// Seen on RabbitMQ 3.10 after a cluster node is lost: a channel can go on
-/// refusing publishes to a quorum queue long after the queue has a new
-/// leader, while a new connection is served at once.
-#[derive(Debug, Default)]
+/// The broker refusing a session's publishes: nacking them, or neither
+/// confirming nor refusing one for half of its time budget (the stall
+/// limit). Nothing nacked was enqueued, so a nacked publish is tried again
+/// after a pause; when the nacks go on, or a confirm is that late, the
+/// session is asked to make way for a new one (the consumer's
+/// `session_unusable`), whose end fails the publishes still waiting on it.
+///
+/// A quorum queue that lost its leader confirms again once the majority has
+/// noticed and elected a new one; the publish timeouts are set to cover
+/// that twice over (README), so a stall past half of one is not an
+/// election but a session stuck on its own: seen on RabbitMQ 3.10 after a
+/// cluster node is lost, a channel going on refusing publishes, or not
+/// confirming them until the lost node is back, long after the queue has a
+/// new leader, while a new connection is served at once. A session is
+/// replaced for a stall at most once per stall limit, so the publishes
+/// that were waiting together do not each replace the next session.
+#[derive(Debug)]
 pub struct Refusals {
     renew: Notify,
+    /// Half of the publish timeout.
+    stall_limit: Duration,
+    /// When a stall last asked for a new session.
+    last_stall_renewal: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Refusals {
-    /// Resolves when a publish has been refused for [`RENEW_AFTER`].
+    /// For publishes whose time budget is `publish_timeout`.
+    pub fn new(publish_timeout: Duration) -> Self {
+        Self {
+            renew: Notify::new(),
+            stall_limit: publish_timeout / 2,
+            last_stall_renewal: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Resolves when this session should make way for a new one.
     pub async fn renewal_requested(&self) {
         self.renew.notified().await;
     }
@@ -142,9 +166,12 @@ impl Refusals {
         let mut refused_since = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let published =
-                publish_confirmed(channel, routing_key, payload, properties.clone(), remaining)
-                    .await;
+            let published = self
+                .unless_stalled(
+                    routing_key,
+                    publish_confirmed(channel, routing_key, payload, properties.clone(), remaining),
+                )
+                .await;
             if !matches!(published, Err(PublishError::Nacked))
                 || Instant::now() + REFUSED_PAUSE >= deadline
             {
@@ -161,5 +188,33 @@ impl Refusals {
             }
             tokio::time::sleep(REFUSED_PAUSE).await;
         }
+    }
+
+    /// `publish`'s outcome; a new session is asked for when it takes
+    /// longer than the stall limit (and none was, for a stall, within
+    /// the limit).
+    async fn unless_stalled<F: Future>(&self, routing_key: &str, publish: F) -> F::Output {
+        tokio::pin!(publish);
+        tokio::select! {
+            outcome = &mut publish => return outcome,
+            _ = tokio::time::sleep(self.stall_limit) => {}
+        }
+        let renew = {
+            let mut last = self.last_stall_renewal.lock().expect("stall lock");
+            let due = last.is_none_or(|at| at.elapsed() >= self.stall_limit);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if renew {
+            tracing::warn!(
+                routing_key,
+                stall_limit = ?self.stall_limit,
+                "no confirm within the stall limit; asking for a new session"
+            );
+            self.renew.notify_waiters();
+        }
+        publish.await
     }
 }
