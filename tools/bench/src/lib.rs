@@ -4,6 +4,7 @@
 //! process's resident memory and a service's gauges.
 
 pub mod report;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -14,11 +14,13 @@
 //! so bin/bench's floor study can price them one at a time: a connection
 //! (and its I/O thread) per side, `mandatory`, per-message or queue-level
 //! expiration, a header table, prefetch, the channel layout, the runtime,
-//! and acks one by one or batched with `multiple`.
+//! acks one by one or batched with `multiple`, and the event stream's two
+//! records per round trip.
 //!
 //! Its queues have unique names and are deleted at the end; the reply
 //! queue is auto-delete, so even a killed run leaves only the request
-//! queue and its dead-letter queue (named `amqp-floor-…`) behind.
+//! queue, its dead-letter queue and the stream (named `amqp-floor-…`)
+//! behind.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -28,7 +30,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use common::amqp::message;
+use common::amqp::stream::StreamConfig;
+use common::wire::{STREAM_DIRECTION_HEADER, STREAM_FILTER_HEADER, STREAM_SOURCE_HEADER};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -84,6 +90,17 @@ struct Cli {
     /// in order since the last one, instead of one ack each.
     #[arg(long)]
     ack_multiple: bool,
+    /// Also append each request (once confirmed) and each reply (as it
+    /// arrives) to a stream, as the dispatcher records both in the event
+    /// stream: on a connection of its own, confirmed with up to
+    /// `STREAM_CONFIRM_WINDOW` outstanding, off the round trip's path.
+    #[arg(long)]
+    stream_records: bool,
+    /// Pad each request and reply body to about this many bytes (a `pad`
+    /// field in its data), as the payload sweep sends larger events; the
+    /// default is a PingRequest's and a PingResponse's own size.
+    #[arg(long)]
+    body_size: Option<usize>,
 }
 
 /// Where a request's time to live is set; see `--expiration`.
@@ -97,24 +114,44 @@ enum Expiration {
 /// The requests' time to live, as the dispatcher's default MESSAGE_TTL_MS.
 const MESSAGE_TTL_MS: u32 = 10_000;
 
-/// A request body the size of the dispatcher's PingRequest message.
-fn request_body() -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "type": "PingRequest",
-        "data": {"sentAt": 1_700_000_000_000u64},
-    }))
-    .expect("a literal serialises")
+/// A request body the size of the dispatcher's PingRequest message, or
+/// padded to about `size` bytes.
+fn request_body(size: Option<usize>) -> Vec<u8> {
+    padded(
+        serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": "PingRequest",
+            "data": {"sentAt": 1_700_000_000_000u64},
+        }),
+        size,
+    )
 }
 
-/// A reply body the size of ping-listener's PingResponse message.
-fn reply_body() -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "id": uuid::Uuid::new_v4().to_string(),
-        "type": "PingResponse",
-        "data": {"sentAt": 1_700_000_000_000u64, "receivedAt": 1_700_000_000_001u64},
-    }))
-    .expect("a literal serialises")
+/// A reply body the size of ping-listener's PingResponse message (which
+/// repeats the request's data), or padded to about `size` bytes.
+fn reply_body(size: Option<usize>) -> Vec<u8> {
+    padded(
+        serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": "PingResponse",
+            "data": {"sentAt": 1_700_000_000_000u64, "receivedAt": 1_700_000_000_001u64},
+        }),
+        size,
+    )
+}
+
+/// `event` as JSON, with a `pad` string in its data bringing it to `size`
+/// bytes when that is larger.
+fn padded(mut event: serde_json::Value, size: Option<usize>) -> Vec<u8> {
+    let bare = serde_json::to_vec(&event).expect("a literal serialises");
+    // `,"pad":""` is 9 bytes.
+    match size.and_then(|size| size.checked_sub(bare.len() + 9)) {
+        Some(pad) => {
+            event["data"]["pad"] = serde_json::Value::from("x".repeat(pad));
+            serde_json::to_vec(&event).expect("a literal serialises")
+        }
+        None => bare,
+    }
 }
 
 /// The `x-callback-url` header every product message carries.
@@ -128,6 +165,81 @@ fn callback_headers() -> FieldTable {
 }
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
+
+/// A record for the stream: its properties and body.
+type StreamRecord = (BasicProperties, Arc<[u8]>);
+
+/// Hands records to the stream writer, if the run has one; a record that
+/// finds the writer's buffer full is counted as lost, as the dispatcher
+/// counts it, rather than slowing the round trip.
+#[derive(Clone, Default)]
+struct Recorder(Option<mpsc::Sender<StreamRecord>>);
+
+impl Recorder {
+    fn record(&self, direction: &str, kind: &str, body: Arc<[u8]>) {
+        let Some(sender) = &self.0 else { return };
+        let mut headers = FieldTable::default();
+        for (name, value) in [
+            (STREAM_DIRECTION_HEADER, direction),
+            (STREAM_SOURCE_HEADER, "amqp-floor"),
+            (STREAM_FILTER_HEADER, kind),
+        ] {
+            message::set_header(&mut headers, name, value);
+        }
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(kind.into())
+            .with_headers(headers);
+        sender.try_send((properties, body)).ok();
+    }
+}
+
+/// Unconfirmed stream records at once, as the dispatcher's writer allows.
+const STREAM_CONFIRM_WINDOW: usize = 1024;
+
+/// Records waiting for the stream writer, as the dispatcher's default
+/// `EVENT_STREAM_BUFFER`.
+const STREAM_BUFFER: usize = 8192;
+
+/// Appends the records it is handed to `stream`, keeping up to
+/// [`STREAM_CONFIRM_WINDOW`] confirms outstanding; returns how many were
+/// appended and confirmed.
+async fn write_stream(
+    channel: Channel,
+    stream: String,
+    mut records: mpsc::Receiver<StreamRecord>,
+) -> u64 {
+    let mut confirms = FuturesUnordered::new();
+    let mut confirmed = 0;
+    let mut settle = |outcome: lapin::Result<lapin::Confirmation>| {
+        if outcome.is_ok_and(|confirmation| confirmation.is_ack()) {
+            confirmed += 1;
+        }
+    };
+    loop {
+        tokio::select! {
+            record = records.recv() => {
+                let Some((properties, body)) = record else { break };
+                if let Ok(confirm) = channel
+                    .basic_publish("".into(), stream.as_str().into(), BasicPublishOptions::default(), &body, properties)
+                    .await
+                {
+                    confirms.push(confirm);
+                }
+                while confirms.len() >= STREAM_CONFIRM_WINDOW {
+                    if let Some(outcome) = confirms.next().await {
+                        settle(outcome);
+                    }
+                }
+            }
+            Some(outcome) = confirms.next(), if !confirms.is_empty() => settle(outcome),
+        }
+    }
+    while let Some(outcome) = confirms.next().await {
+        settle(outcome);
+    }
+    confirmed
+}
 
 /// One side's channels: where it consumes and where it publishes (the same
 /// channel unless `--split-channels`).
@@ -213,12 +325,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .await?;
 
+    let stream_name = format!("amqp-floor-{run_id}-events");
+    let mut stream_writer = None;
+    let recorder = if cli.stream_records {
+        let connection = connect("amqp-floor-events")
+            .await
+            .context("connecting the stream writer")?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        StreamConfig {
+            name: stream_name.clone(),
+            max_age: "1h".parse().expect("a valid age"),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+        }
+        .declare(&channel)
+        .await
+        .context("declaring the stream")?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let writer = tokio::spawn(write_stream(channel.clone(), stream_name.clone(), receiver));
+        stream_writer = Some((connection, channel, writer));
+        Recorder(Some(sender))
+    } else {
+        Recorder::default()
+    };
+
     let message = MessageShape::from_cli(&cli);
     let server_task = tokio::spawn(serve(
         server.consume.clone(),
         server.publish.clone(),
         request_queue.clone(),
         message.clone(),
+        cli.body_size,
     ));
     let waiters: Waiters = Arc::default();
     let replies_task = tokio::spawn(route_replies(
@@ -226,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         reply_queue.clone(),
         waiters.clone(),
         message.ack_multiple,
+        recorder.clone(),
     ));
 
     let began = Instant::now();
@@ -234,8 +375,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         channel: client.publish.clone(),
         request_queue: request_queue.clone(),
         reply_queue: reply_queue.clone(),
-        body: request_body(),
+        body: request_body(cli.body_size).into(),
         waiters,
+        recorder,
         next_id: AtomicU64::new(0),
         message: message.clone(),
         deadline,
@@ -258,6 +400,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     server_task.abort();
     replies_task.abort();
+    // The workers' recorder went with `shared`; the replies' with its task.
+    drop(shared);
+    if let Some((connection, channel, writer)) = stream_writer {
+        let appended = writer.await?;
+        eprintln!("amqp-floor: {appended} stream records appended and confirmed");
+        if let Err(error) = channel
+            .queue_delete(stream_name.as_str().into(), QueueDeleteOptions::default())
+            .await
+        {
+            eprintln!("amqp-floor: deleting {stream_name}: {error}");
+        }
+        connection.close(200, "done".into()).await.ok();
+    }
     for (channel, queue) in [
         (&server.consume, &request_queue),
         (&server.consume, &dead_queue),
@@ -404,6 +559,7 @@ async fn serve(
     publish: Channel,
     queue: String,
     message: MessageShape,
+    body_size: Option<usize>,
 ) -> lapin::Result<()> {
     let mut deliveries = consume
         .basic_consume(
@@ -414,7 +570,7 @@ async fn serve(
         )
         .await?;
     let acks = Acks::start(consume.clone(), message.ack_multiple);
-    let reply: Arc<[u8]> = reply_body().into();
+    let reply: Arc<[u8]> = reply_body(body_size).into();
     let message = Arc::new(message);
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
@@ -512,6 +668,7 @@ async fn route_replies(
     queue: String,
     waiters: Waiters,
     ack_multiple: bool,
+    recorder: Recorder,
 ) -> lapin::Result<()> {
     let mut deliveries = channel
         .basic_consume(
@@ -524,6 +681,7 @@ async fn route_replies(
     let acks = Acks::start(channel.clone(), ack_multiple);
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
+        recorder.record("response", "PingResponse", delivery.data.as_slice().into());
         let waiter = delivery
             .properties
             .correlation_id()
@@ -545,8 +703,9 @@ struct Shared {
     channel: Channel,
     request_queue: String,
     reply_queue: String,
-    body: Vec<u8>,
+    body: Arc<[u8]>,
     waiters: Waiters,
+    recorder: Recorder,
     next_id: AtomicU64,
     message: MessageShape,
     deadline: Instant,
@@ -616,6 +775,9 @@ async fn round_trip(
             properties,
         )
         .await?;
+    shared
+        .recorder
+        .record("request", "PingRequest", shared.body.clone());
     match tokio::time::timeout(ROUND_TRIP_TIMEOUT, reply).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("lost"),

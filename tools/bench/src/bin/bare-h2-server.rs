@@ -1,15 +1,15 @@
-//! bare-h2-server: the floor of hyper's own memory per parked HTTP/2
-//! stream, the comparison point for public-web's parked RSS.
+//! bare-h2-server: the floor of hyper's own memory per parked request, over
+//! HTTP/2 or HTTP/1.1, the comparison point for public-web's parked RSS.
 //!
 //! The smallest hyper 1.x server that parks requests the way public-web
 //! does: no axum, no tower layers, no pending map, no forward to the
 //! dispatcher. `POST /` drops the request and answers with a future that
 //! never completes; the future counts itself as parked when first polled
 //! and uncounts itself when dropped (the client hung up). `GET /metrics`
-//! answers `public_web_pending_requests <n>`, so `parked-rss --protocol h2c`
-//! runs against it unchanged, and whatever RSS it measures here is what
-//! hyper, h2 and tokio spend per parked stream before public-web adds
-//! anything of its own.
+//! answers `public_web_pending_requests <n>`, so `parked-rss` runs against
+//! it unchanged (`--protocol h2c` or `http1`), and whatever RSS it measures
+//! here is what hyper, h2 and tokio spend per parked request before
+//! public-web adds anything of its own.
 //!
 //! HTTP/2 connections (prior knowledge, recognised by the `PRI` of their
 //! preface) are served by `hyper::server::conn::http2::Builder` with hyper's

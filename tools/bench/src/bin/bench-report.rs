@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bench::report::{self, Results, RunInfo};
+use bench::sweep::Sweep;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -23,7 +24,7 @@ struct Cli {
     /// parked-rss's JSON lines, one per protocol.
     #[arg(long)]
     parked: Option<PathBuf>,
-    /// parked-rss's JSON line for bench's bare-h2-server (hyper's floor).
+    /// parked-rss's JSON lines for bench's bare-h2-server (hyper's floor), one per protocol.
     #[arg(long)]
     parked_floor: Option<PathBuf>,
     /// ws-idle-rss's JSON line.
@@ -56,6 +57,13 @@ struct Cli {
     /// Print only the floor study's table (`bin/bench --floor-study`).
     #[arg(long)]
     floor_study: bool,
+    /// Print only the sweeps' tables (`bin/bench --sweep`) and draw their
+    /// plots into this directory.
+    #[arg(long, value_name = "DIR", requires = "font")]
+    sweep: Option<PathBuf>,
+    /// The TrueType font the plots' labels are drawn with.
+    #[arg(long)]
+    font: Option<PathBuf>,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -88,7 +96,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(lines)
         .transpose()?
-        .and_then(|mut floor| floor.pop());
+        .unwrap_or_default();
     let idle_sockets = cli
         .idle_sockets
         .as_ref()
@@ -136,6 +144,26 @@ fn main() -> anyhow::Result<ExitCode> {
             info.duration,
             results.floor_study()
         );
+        return Ok(exit_code(&failures));
+    }
+    if let (Some(dir), Some(font)) = (&cli.sweep, &cli.font) {
+        let sweep = Sweep::from_points(&results.points);
+        let font = std::fs::read(font).with_context(|| format!("reading {}", font.display()))?;
+        let plots = sweep
+            .plot(dir, Vec::leak(font))
+            .map_err(|error| anyhow::anyhow!(error))?;
+        println!(
+            "Sweeps, {} ({}; {}; RabbitMQ {}; {} per point)\n\n{}",
+            info.date,
+            info.command,
+            info.tree,
+            info.rabbitmq,
+            info.duration,
+            sweep.tables()
+        );
+        for plot in plots {
+            eprintln!("bench-report: plot written to {}", plot.display());
+        }
         return Ok(exit_code(&failures));
     }
     let section = report::section(&info, &results);
