@@ -122,7 +122,7 @@ const RENEW_AFTER: Duration = Duration::from_secs(2);
 ///
 /// A quorum queue that lost its leader confirms again once the majority has
 /// noticed and elected a new one; the publish timeouts are set to cover
-/// that twice over (README), so a stall past half of one is not an
+/// that twice over (docs/scaling.md, the timeout rule), so a stall past half of one is not an
 /// election but a session stuck on its own: seen on RabbitMQ 3.10 after a
 /// cluster node is lost, a channel going on refusing publishes, or not
 /// confirming them until the lost node is back, long after the queue has a
@@ -216,5 +216,48 @@ impl Refusals {
             self.renew.notify_waiters();
         }
         publish.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publish whose confirm takes `delay`.
+    async fn confirmed_after(delay: Duration) -> &'static str {
+        tokio::time::sleep(delay).await;
+        "confirmed"
+    }
+
+    #[tokio::test]
+    async fn a_stall_asks_for_a_new_session_once_per_limit_and_still_awaits_its_confirm() {
+        // A 400 ms budget: the stall limit is 200 ms.
+        let refusals = std::sync::Arc::new(Refusals::new(Duration::from_millis(400)));
+        let renewals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = tokio::spawn({
+            let (refusals, renewals) = (refusals.clone(), renewals.clone());
+            async move {
+                loop {
+                    refusals.renewal_requested().await;
+                    renewals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let count = || renewals.load(std::sync::atomic::Ordering::SeqCst);
+
+        let quick = refusals.unless_stalled("q", confirmed_after(Duration::from_millis(20)));
+        assert_eq!(quick.await, "confirmed");
+        assert_eq!(count(), 0, "a prompt confirm asks for nothing");
+
+        // Two publishes stalled together: one renewal, and both are still
+        // awaited to their confirm.
+        let (first, second) = tokio::join!(
+            refusals.unless_stalled("q", confirmed_after(Duration::from_millis(300))),
+            refusals.unless_stalled("q", confirmed_after(Duration::from_millis(320))),
+        );
+        assert_eq!((first, second), ("confirmed", "confirmed"));
+        assert_eq!(count(), 1, "at most one renewal per stall limit");
+        counting.abort();
     }
 }
